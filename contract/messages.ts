@@ -1,0 +1,197 @@
+// Wire format, version 1 (edge → ingest, ingest → edge) and the alert shape every tier shares.
+// Every message carries `v: 1`; a consumer rejects versions it does not speak with a clear error.
+//
+// Delivery is at least once. Each reading and each event carries a per-gateway sequence number
+// `seq` that the gateway assigns when it first writes the record to its on-disk buffer and that
+// only ever increases (persisted across restarts). Ingest stores a record only if
+// (gateway, seq) is new, so every record lands exactly once however often it is redelivered.
+
+import { z } from 'zod';
+import { ID_PATTERN } from './topics.ts';
+
+export const deviceIdSchema = z.string().regex(ID_PATTERN, 'device id: 1–64 letters, digits, . _ - (no / + #)');
+export const gatewayIdSchema = z.string().regex(ID_PATTERN, 'gateway id: 1–64 letters, digits, . _ - (no / + #)');
+/** metric names: lower snake case, e.g. smoke_density, temperature, lel_percent */
+export const metricSchema = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'metric: lower snake case, at most 64 characters');
+/** event types: dotted lower case, e.g. smoke.alarm, gate.forced_open, onvif.tamper */
+export const eventTypeSchema = z.string().regex(/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/, 'event type: dotted lower case, e.g. smoke.alarm');
+/** epoch milliseconds, between 2000-01-01 and 2100-01-01 */
+export const timestampSchema = z.number().int().min(946_684_800_000).max(4_102_444_800_000);
+export const seqSchema = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+export const QUALITIES = ['good', 'uncertain', 'bad'] as const;
+export type Quality = (typeof QUALITIES)[number];
+
+export const readingSchema = z.strictObject({
+  seq: seqSchema,
+  device: deviceIdSchema,
+  metric: metricSchema,
+  ts: timestampSchema,
+  value: z.number().finite(),
+  quality: z.enum(QUALITIES).default('good'),
+});
+export type Reading = z.infer<typeof readingSchema>;
+
+/** Upper bound of records in one uplink batch; keeps a message under ~1 MB. */
+export const MAX_BATCH = 5000;
+
+export const readingBatchSchema = z.strictObject({
+  v: z.literal(1),
+  gateway: gatewayIdSchema,
+  sentAt: timestampSchema,
+  readings: z.array(readingSchema).min(1).max(MAX_BATCH),
+});
+export type ReadingBatch = z.infer<typeof readingBatchSchema>;
+
+export const SEVERITIES = ['info', 'minor', 'major', 'critical', 'fatal'] as const;
+export type Severity = (typeof SEVERITIES)[number];
+export const severityRank = (s: Severity): number => SEVERITIES.indexOf(s);
+
+export const deviceEventSchema = z.strictObject({
+  seq: seqSchema,
+  device: deviceIdSchema,
+  type: eventTypeSchema,
+  ts: timestampSchema,
+  /** events that need a person now (alarms) jump every queue on the way */
+  priority: z.enum(['alarm', 'normal']).default('normal'),
+  /** set by a drill (教育演练): carried end to end, never mistaken for a real alarm */
+  drill: z.boolean().default(false),
+  data: z.record(z.string(), z.unknown()).default({}),
+});
+export type DeviceEvent = z.infer<typeof deviceEventSchema>;
+
+export const eventBatchSchema = z.strictObject({
+  v: z.literal(1),
+  gateway: gatewayIdSchema,
+  sentAt: timestampSchema,
+  events: z.array(deviceEventSchema).min(1).max(MAX_BATCH),
+});
+export type EventBatch = z.infer<typeof eventBatchSchema>;
+
+export const HEALTH_STATES = ['online', 'degraded', 'offline'] as const;
+export type HealthState = (typeof HEALTH_STATES)[number];
+
+/** Retained on `status`; the broker publishes the last will `{state: 'offline'}` when a gateway drops. */
+export const gatewayStatusSchema = z.strictObject({
+  v: z.literal(1),
+  gateway: gatewayIdSchema,
+  state: z.enum(['online', 'offline']),
+  ts: timestampSchema,
+  version: z.string().max(64).optional(),
+  /** set on birth: the gateway's devices, so the centre knows what to expect */
+  devices: z
+    .array(
+      z.strictObject({
+        id: deviceIdSchema,
+        profile: z.string().max(128),
+        name: z.string().max(200).optional(),
+        state: z.enum(HEALTH_STATES),
+        lastSeen: timestampSchema.nullable(),
+        /** expected reporting interval (integrity report), ms; absence rules use it */
+        expectedIntervalMs: z.number().int().positive().optional(),
+        location: z.string().max(200).optional(),
+      }),
+    )
+    .optional(),
+  buffer: z.strictObject({ depth: z.number().int().nonnegative(), dropped: z.number().int().nonnegative() }).optional(),
+});
+export type GatewayStatus = z.infer<typeof gatewayStatusSchema>;
+
+/** Downlink command on `cmd/{kind}`, answered on `cmd-result`. */
+export const commandSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    v: z.literal(1),
+    id: z.string().min(1).max(64),
+    kind: z.literal('device.write'),
+    device: deviceIdSchema,
+    /** a point the device's profile declares writable, e.g. `unlock` on a gate */
+    point: z.string().min(1).max(64),
+    value: z.union([z.number(), z.boolean(), z.string().max(256)]),
+    issuedBy: z.string().max(128),
+    issuedAt: timestampSchema,
+  }),
+  z.strictObject({
+    v: z.literal(1),
+    id: z.string().min(1).max(64),
+    kind: z.literal('device.upsert'),
+    device: z.record(z.string(), z.unknown()),
+    issuedBy: z.string().max(128),
+    issuedAt: timestampSchema,
+  }),
+  z.strictObject({
+    v: z.literal(1),
+    id: z.string().min(1).max(64),
+    kind: z.literal('rebirth'),
+    issuedBy: z.string().max(128),
+    issuedAt: timestampSchema,
+  }),
+]);
+export type Command = z.infer<typeof commandSchema>;
+
+export const commandResultSchema = z.strictObject({
+  v: z.literal(1),
+  id: z.string().min(1).max(64),
+  ok: z.boolean(),
+  message: z.string().max(1000).optional(),
+  ts: timestampSchema,
+});
+export type CommandResult = z.infer<typeof commandResultSchema>;
+
+export const ALERT_CATEGORIES = ['hazard', 'emergency'] as const;
+export type AlertCategory = (typeof ALERT_CATEGORIES)[number];
+export const ALERT_STATES = ['raised', 'acknowledged', 'resolved', 'cleared'] as const;
+export type AlertState = (typeof ALERT_STATES)[number];
+
+export const localizedSchema = z.strictObject({ zh: z.string(), en: z.string() });
+export type Localized = z.infer<typeof localizedSchema>;
+
+export const alertSchema = z.strictObject({
+  id: z.string(),
+  ruleId: z.string(),
+  title: localizedSchema,
+  category: z.enum(ALERT_CATEGORIES),
+  severity: z.enum(SEVERITIES),
+  state: z.enum(ALERT_STATES),
+  drill: z.boolean(),
+  /** org path of the site (school or college) the device belongs to */
+  orgPath: z.string(),
+  gatewayId: gatewayIdSchema,
+  deviceId: deviceIdSchema,
+  /** the value or event that raised it */
+  value: z.number().nullable(),
+  eventType: z.string().nullable(),
+  raisedAt: timestampSchema,
+  acknowledgedAt: timestampSchema.nullable(),
+  acknowledgedBy: z.string().nullable(),
+  resolvedAt: timestampSchema.nullable(),
+  resolvedBy: z.string().nullable(),
+  /** the tier the alert has been escalated to (org path), when nobody acknowledged in time */
+  escalatedTo: z.string().nullable(),
+  updatedAt: timestampSchema,
+});
+export type Alert = z.infer<typeof alertSchema>;
+
+/** A schema failure as one line a person can act on: `readings[3].ts: Too small …`. */
+export function describeZodError(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 10)
+    .map((i) => `${i.path.length ? i.path.join('.').replace(/\.(\d+)/g, '[$1]') : '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** Parse a raw uplink payload (bytes) against a schema; never throws. */
+export function parsePayload<T>(schema: z.ZodType<T>, payload: Buffer | string): ParseResult<T> {
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'));
+  } catch (e) {
+    return { ok: false, error: `payload is not JSON: ${(e as Error).message}` };
+  }
+  if (json && typeof json === 'object' && 'v' in json && (json as { v: unknown }).v !== 1) {
+    return { ok: false, error: `wire version ${JSON.stringify((json as { v: unknown }).v)} is not supported; this build speaks v: 1` };
+  }
+  const r = schema.safeParse(json);
+  return r.success ? { ok: true, value: r.data } : { ok: false, error: describeZodError(r.error) };
+}
