@@ -90,6 +90,9 @@ export const gatewayStatusSchema = z.strictObject({
         /** expected reporting interval (integrity report), ms; absence rules use it */
         expectedIntervalMs: z.number().int().positive().optional(),
         location: z.string().max(200).optional(),
+        /** where it is on the site: linkage releases the gates of a building, the desk filters by it */
+        building: z.string().max(100).optional(),
+        room: z.string().max(100).optional(),
       }),
     )
     .optional(),

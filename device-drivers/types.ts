@@ -53,6 +53,8 @@ export interface DriverContext {
   log: Logger;
   /** the gateway's own device broker, for `mqtt://` devices */
   deviceBroker?: DeviceBrokerHandle;
+  /** key of the keyed hash of resident ID numbers (visitor kiosks); default env XIAOAN_ID_HASH_KEY */
+  idHashKey?: string;
 }
 
 /** What an MQTT device driver needs of the gateway's local broker (aedes). */

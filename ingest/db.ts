@@ -70,6 +70,11 @@ async function openPostgres(url: string): Promise<Db> {
     },
     async transaction(fn) {
       const client = await pool.connect();
+      // A checked-out client whose server goes away emits 'error' as well as failing its query;
+      // without a listener that would crash the process (the pool only guards idle clients).
+      let broken = false;
+      const onError = () => { broken = true; };
+      client.on('error', onError);
       try {
         await client.query('begin');
         const tx: Queryable = {
@@ -85,10 +90,11 @@ async function openPostgres(url: string): Promise<Db> {
         await client.query('commit');
         return out;
       } catch (e) {
-        await client.query('rollback').catch(() => {});
+        await client.query('rollback').catch(() => { broken = true; });
         throw e;
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(broken ? true : undefined);
       }
     },
     async exec(sql) {

@@ -1,5 +1,11 @@
 // Every subcommand, in the order `xiaoan --help` lists them. Add a command here once.
 import type { Command } from '../command.ts';
 import { demo } from './demo.ts';
+import { configCheck, configEnv } from './config.ts';
+import { edge, deviceAdd, deviceList, deviceTest, deviceRemove, deviceImport } from './edge.ts';
+import { serve, userAdd } from './serve.ts';
+import { ingest } from './ingest.ts';
+import { rulesCheck, rulesBacktest } from './rules.ts';
+import { deviceProfiles, deviceRead, deviceDiscover } from './device-read.ts';
 
-export const commands: Command[] = [demo];
+export const commands: Command[] = [demo, configCheck, configEnv, edge, deviceAdd, deviceList, deviceTest, deviceRemove, deviceImport, serve, userAdd, ingest, rulesCheck, rulesBacktest, deviceProfiles, deviceRead, deviceDiscover];

@@ -1,0 +1,287 @@
+// The JSON API. Every handler receives the principal the middleware made (user, role, Scope) and
+// passes `ctx.principal.scope` (or a narrower scope from `principal.narrow`) to the store and the
+// alerting module; none of them builds a scope or looks at an org path itself.
+
+import { metricSchema, deviceIdSchema, ALERT_CATEGORIES, ALERT_STATES } from '../contract/index.ts';
+import { scopeSql, type Scope } from '../ingest/scope.ts';
+import type { ApiRouter, RequestContext } from './server.ts';
+import { ApiError, badRequest, notFound, readJson, sendJson } from './http.ts';
+import type { DashboardAlerting, DashboardExtras, DashboardStore, CommandSenderLike } from './types.ts';
+import { registerDeviceApi } from './devices-api.ts';
+import { registerRulesApi } from './rules-api.ts';
+import { registerOverviewApi } from './overview.ts';
+import { registerCameraApi } from './cameras.ts';
+
+export interface ApiDeps {
+  store: DashboardStore;
+  alerting: DashboardAlerting;
+  commands?: CommandSenderLike;
+  extras: DashboardExtras;
+}
+
+export type Closer = () => Promise<void>;
+
+/** Parse a time given as epoch ms or ISO 8601; `name` is the query parameter, for the message. */
+export function parseTime(value: string | null, name: string, fallback: number): number {
+  if (value === null || value === '') return fallback;
+  const n = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  if (!Number.isFinite(n)) {
+    throw badRequest('bad_time', `参数 ${name}="${value}" 不是时间（毫秒时间戳或 ISO 8601，如 2026-09-01T08:00:00+08:00）`,
+      `parameter ${name}="${value}" is not a time (epoch ms or ISO 8601, e.g. 2026-09-01T08:00:00+08:00)`);
+  }
+  return n;
+}
+
+/** The optional ?site= filter as a scope inside the user's own; 403 when it lies outside. */
+export function siteScope(ctx: RequestContext): Scope {
+  const site = ctx.url.searchParams.get('site');
+  if (!site) return ctx.principal.scope;
+  const narrowed = ctx.principal.narrow(site);
+  if (!narrowed) {
+    throw new ApiError(403, 'outside_scope', {
+      zh: `"${site}" 不在您的管辖范围（${ctx.principal.user.orgPath}）内`,
+      en: `"${site}" is outside your part of the org tree (${ctx.principal.user.orgPath})`,
+    });
+  }
+  return narrowed;
+}
+
+function oneOf<T extends string>(ctx: RequestContext, name: string, allowed: readonly T[]): T | undefined {
+  const v = ctx.url.searchParams.get(name);
+  if (v === null || v === '') return undefined;
+  if (!allowed.includes(v as T)) {
+    throw badRequest('bad_filter', `参数 ${name}="${v}" 须为 ${allowed.join(' / ')} 之一`, `parameter ${name}="${v}" must be one of ${allowed.join(', ')}`);
+  }
+  return v as T;
+}
+
+/** Map failures of the alerting module to HTTP: unknown or invisible alert → 404, wrong state → 409. */
+export function alertingError(e: unknown): never {
+  if (e instanceof ApiError) throw e;
+  const err = e as { code?: string; message?: string };
+  const msg = String(err?.message ?? e);
+  if (err?.code === 'not_found') throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
+  if (err?.code === 'conflict' || err?.code === 'invalid_transition') {
+    throw new ApiError(409, 'invalid_state', { zh: `告警当前状态不允许此操作：${msg}`, en: `the alert's state does not allow this: ${msg}` });
+  }
+  if (err?.code === 'invalid') throw badRequest('invalid', `请求无效：${msg}`, `invalid request: ${msg}`);
+  if (err?.code === 'forbidden') throw new ApiError(403, 'forbidden', { zh: `无权操作：${msg}`, en: `forbidden: ${msg}` });
+  throw e;
+}
+
+/**
+ * Add each alert's device name, building and room (from the devices the user may see), so the
+ * console can show and filter by building. One device query per gateway involved.
+ */
+export async function withDevices(store: DashboardStore, scope: Scope, alerts: Record<string, unknown>[]): Promise<Record<string, unknown>[]> {
+  const gateways = [...new Set(alerts.map((a) => a.gatewayId as string))].slice(0, 50);
+  const byKey = new Map<string, { name?: string; building?: string | null; room?: string | null; location?: string | null }>();
+  for (const g of gateways) {
+    const devices = (await store.queries.listDevices(scope, { gatewayId: g })) as { gatewayId: string; deviceId: string; name?: string; building?: string | null; room?: string | null; location?: string | null }[];
+    for (const d of devices) byKey.set(`${d.gatewayId}/${d.deviceId}`, d);
+  }
+  return alerts.map((a) => {
+    const d = byKey.get(`${a.gatewayId}/${a.deviceId}`);
+    return d ? { ...a, deviceName: d.name || null, building: d.building ?? d.location ?? null, room: d.room ?? null } : a;
+  });
+}
+
+function comment(body: Record<string, unknown>, required: boolean): string | undefined {
+  const c = body.comment;
+  if (c === undefined || c === null || c === '') {
+    if (required) throw badRequest('comment_required', '请填写处置说明', 'a comment is required');
+    return undefined;
+  }
+  if (typeof c !== 'string' || c.length > 1000) throw badRequest('bad_comment', '处置说明须为不超过 1000 字的文本', 'comment must be text of at most 1000 characters');
+  return c.trim();
+}
+
+export async function audit(
+  api: ApiRouter,
+  ctx: Pick<RequestContext, 'principal' | 'remote'> | null,
+  action: string,
+  target: string | null,
+  orgPath: string | null,
+  detail: Record<string, unknown> = {},
+  username?: string,
+) {
+  await api.db
+    .query(
+      `insert into audit_log (at, username, role, action, target, org_path, remote, detail)
+       values (to_timestamp($1 / 1000.0), $2, $3, $4, $5, $6, $7, $8::jsonb)`,
+      [api.clock.now(), username ?? ctx?.principal?.user.username ?? null, ctx?.principal?.role ?? null, action, target, orgPath, ctx?.remote ?? null, JSON.stringify(detail)],
+    )
+    .catch((e) => api.log.error('audit write failed', { action, error: (e as Error).message }));
+}
+
+export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer[]> {
+  const { store, alerting } = deps;
+  const closers: Closer[] = [];
+
+  api.route('GET', '/api/healthz', null, async (ctx) => {
+    sendJson(ctx.res, 200, { ok: true, liveClients: api.live.clients() });
+  });
+
+  // ---- session -------------------------------------------------------------------------------
+  api.route('POST', '/api/login', null, async (ctx) => {
+    const body = await readJson(ctx.req, 8 * 1024);
+    const username = typeof body.username === 'string' ? body.username.trim() : '';
+    const password = typeof body.password === 'string' ? body.password : '';
+    if (!username || !password) throw badRequest('credentials_required', '请输入用户名和密码', 'username and password are required');
+    const wait = api.limiter.retryAfter(username, ctx.remote);
+    if (wait > 0) {
+      throw new ApiError(429, 'too_many_attempts',
+        { zh: `登录失败次数过多，请 ${Math.ceil(wait / 60000)} 分钟后再试`, en: `too many failed logins; try again in ${Math.ceil(wait / 60000)} min` },
+        { retryAfterMs: wait });
+    }
+    const user = await api.sessions.authenticate(username, password);
+    if (!user) {
+      api.limiter.failed(username, ctx.remote);
+      await audit(api, { remote: ctx.remote } as RequestContext, 'login.failed', username, null, {}, username.slice(0, 64));
+      throw new ApiError(401, 'bad_credentials', { zh: '用户名或密码错误', en: 'wrong username or password' });
+    }
+    api.limiter.succeeded(username);
+    const s = await api.sessions.create(user);
+    await audit(api, { remote: ctx.remote } as RequestContext, 'login', user.username, user.orgPath, {}, user.username);
+    sendJson(ctx.res, 200, { token: s.token, csrfToken: s.csrfToken, expiresAt: s.expiresAt, user }, { 'set-cookie': api.sessionCookie(s.token, s.expiresAt) });
+  });
+
+  api.route('POST', '/api/logout', 'session', async (ctx) => {
+    await api.sessions.destroy(ctx.token);
+    sendJson(ctx.res, 200, { ok: true }, { 'set-cookie': api.clearCookie() });
+  });
+
+  api.route('GET', '/api/me', 'session', async (ctx) => {
+    const { PERMISSIONS } = await import('./access.ts');
+    const p = ctx.principal;
+    sendJson(ctx.res, 200, {
+      user: p.user,
+      csrfToken: p.csrfToken,
+      permissions: Object.entries(PERMISSIONS).filter(([, roles]) => (roles as readonly string[]).includes(p.role)).map(([k]) => k),
+      features: { rules: !!deps.extras.rules, cameras: !!deps.extras.cameras, commands: !!deps.commands },
+    });
+  });
+
+  // ---- org tree (names for filters and drill-down) ------------------------------------------
+  api.route('GET', '/api/org', 'session', async (ctx) => {
+    const params: unknown[] = [];
+    const where = scopeSql(ctx.principal.scope, 'path', params);
+    const r = await api.db
+      .query<{ path: string; parent: string | null; level: string; code: string; name_zh: string; name_en: string }>(
+        `select path, parent, level, code, name_zh, name_en from org_nodes where ${where} order by path limit 5000`,
+        params,
+      )
+      .catch(() => ({ rows: [] as never[] }));
+    sendJson(ctx.res, 200, {
+      nodes: r.rows.map((n) => ({ path: n.path, parent: n.parent, level: n.level, code: n.code, nameZh: n.name_zh, nameEn: n.name_en })),
+    });
+  });
+
+  // ---- alerts --------------------------------------------------------------------------------
+  api.route('GET', '/api/alerts', 'alerts.read', async (ctx) => {
+    const scope = siteScope(ctx);
+    const q = ctx.url.searchParams;
+    const filter: Record<string, unknown> = {};
+    const state = oneOf(ctx, 'state', [...ALERT_STATES, 'open'] as const);
+    if (state) filter.state = state;
+    const category = oneOf(ctx, 'category', ALERT_CATEGORIES);
+    if (category) filter.category = category;
+    const building = q.get('building');
+    if (building && building.length > 100) throw badRequest('bad_filter', '楼栋名称过长', 'building name too long');
+    const drill = oneOf(ctx, 'drill', ['true', 'false'] as const);
+    if (drill) filter.drill = drill === 'true';
+    const limit = q.get('limit');
+    if (limit) {
+      const n = Number(limit);
+      if (!Number.isInteger(n) || n < 1 || n > 1000) throw badRequest('bad_limit', 'limit 须为 1–1000 的整数', 'limit must be an integer from 1 to 1000');
+      filter.limit = n;
+    }
+    if (q.get('from')) filter.since = parseTime(q.get('from'), 'from', 0);
+    if (q.get('to')) filter.until = parseTime(q.get('to'), 'to', 0);
+    let alerts = await withDevices(store, scope, (await alerting.list(scope, filter).catch(alertingError)) as Record<string, unknown>[]);
+    if (building) alerts = alerts.filter((a) => a.building === building);
+    sendJson(ctx.res, 200, { alerts });
+  });
+
+  api.route('GET', '/api/alerts/:id', 'alerts.read', async (ctx, { id }) => {
+    const alert = await alerting.get(ctx.principal.scope, id!).catch(alertingError);
+    if (!alert) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
+    const [withDevice] = await withDevices(store, ctx.principal.scope, [alert as Record<string, unknown>]);
+    sendJson(ctx.res, 200, { alert: withDevice });
+  });
+
+  api.route('GET', '/api/alerts/:id/history', 'alerts.read', async (ctx, { id }) => {
+    // history() of an invisible alert may be empty rather than an error: check visibility first.
+    const alert = await alerting.get(ctx.principal.scope, id!).catch(alertingError);
+    if (!alert) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
+    const history = await alerting.history(ctx.principal.scope, id!).catch(alertingError);
+    sendJson(ctx.res, 200, { history });
+  });
+
+  for (const [action, verb] of [['ack', 'acknowledge'], ['resolve', 'resolve']] as const) {
+    api.route('POST', `/api/alerts/:id/${action}`, 'alerts.act', async (ctx, { id }) => {
+      const body = await readJson(ctx.req);
+      const text = comment(body, false);
+      const scope = ctx.principal.scope;
+      // Read first through the scope: an alert outside it is "not found", never "forbidden".
+      const before = await alerting.get(scope, id!).catch(alertingError);
+      if (!before) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
+      const result = await alerting[verb](scope, id!, ctx.principal.user.username, text).catch(alertingError);
+      if (result === null || result === false) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
+      const alert = result && typeof result === 'object' && 'id' in (result as object) ? result : await alerting.get(scope, id!);
+      const [withDevice] = await withDevices(store, scope, [alert as Record<string, unknown>]);
+      sendJson(ctx.res, 200, { alert: withDevice });
+    });
+  }
+
+  api.route('GET', '/api/stream', 'alerts.read', async (ctx) => {
+    api.live.attach(ctx.res, ctx.principal.scope, ctx.principal.user.username);
+  });
+
+  // ---- devices and readings ------------------------------------------------------------------
+  api.route('GET', '/api/devices', 'devices.read', async (ctx) => {
+    const scope = siteScope(ctx);
+    const filter: Record<string, unknown> = {};
+    const state = oneOf(ctx, 'state', ['online', 'degraded', 'offline'] as const);
+    if (state) filter.state = state;
+    const building = ctx.url.searchParams.get('building');
+    let devices = (await store.queries.listDevices(scope, filter)) as { building?: string | null }[];
+    if (building) devices = devices.filter((d) => (d.building ?? (d as { location?: string | null }).location) === building);
+    sendJson(ctx.res, 200, { devices });
+  });
+
+  api.route('GET', '/api/readings', 'readings.read', async (ctx) => {
+    const q = ctx.url.searchParams;
+    const device = q.get('device') ?? '';
+    const metric = q.get('metric') ?? '';
+    if (!deviceIdSchema.safeParse(device).success) {
+      throw badRequest('bad_device', `参数 device="${device}" 须为设备编号（字母、数字、. _ -）`, `parameter device="${device}" must be a device id (letters, digits, . _ -)`);
+    }
+    if (!metricSchema.safeParse(metric).success) {
+      throw badRequest('bad_metric', `参数 metric="${metric}" 须为小写指标名，如 smoke_density`, `parameter metric="${metric}" must be a lower-case metric name such as smoke_density`);
+    }
+    const now = api.clock.now();
+    const to = parseTime(q.get('to'), 'to', now);
+    const from = parseTime(q.get('from'), 'from', to - 3600_000);
+    if (from >= to) throw badRequest('bad_range', 'from 须早于 to', 'from must be before to');
+    if (to - from > 400 * 86400_000) throw badRequest('bad_range', '时间范围不能超过 400 天', 'the range may not exceed 400 days');
+    const gatewayId = q.get('gateway') ?? undefined;
+    if (gatewayId !== undefined && !deviceIdSchema.safeParse(gatewayId).success) {
+      throw badRequest('bad_gateway', `参数 gateway="${gatewayId}" 不是网关编号`, `parameter gateway="${gatewayId}" is not a gateway id`);
+    }
+    let readings: unknown;
+    try {
+      readings = await store.queries.readings(siteScope(ctx), { device, metric, from, to, ...(gatewayId ? { gatewayId } : {}) });
+    } catch (e) {
+      if (e instanceof RangeError) throw badRequest('bad_range', e.message, e.message);
+      throw e;
+    }
+    sendJson(ctx.res, 200, { device, metric, from, to, readings });
+  });
+
+  closers.push(...(await registerDeviceApi(api, deps)));
+  closers.push(...(await registerRulesApi(api, deps)));
+  closers.push(...(await registerOverviewApi(api, deps)));
+  closers.push(...(await registerCameraApi(api, deps)));
+  return closers;
+}

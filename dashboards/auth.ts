@@ -1,0 +1,203 @@
+// Users, passwords and sessions for the dashboards.
+//
+// Passwords: scrypt (N=16384, r=8, p=1, 64-byte key, 16-byte salt), stored as
+// `scrypt$N$r$p$salt$hash` (base64url), compared in constant time.
+// Sessions: a random 32-byte token handed to the browser (HttpOnly cookie) and to API clients
+// (bearer); the database keeps only its SHA-256, so the sessions table cannot be replayed.
+// Each session also has a CSRF token that a cookie-authenticated mutation must echo in a header.
+
+import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { parseOrgPath, type Clock } from '../contract/index.ts';
+import type { Db, Queryable } from '../ingest/db.ts';
+
+export const ROLES = ['desk', 'tech', 'author', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface User {
+  username: string;
+  role: Role;
+  orgPath: string;
+  displayName: string;
+}
+
+export interface Session {
+  user: User;
+  csrfToken: string;
+  expiresAt: number;
+}
+
+const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 64 };
+
+function scrypt(password: string, salt: Buffer, N: number, r: number, p: number, keylen: number): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scryptCb(password, salt, keylen, { N, r, p, maxmem: 64 * 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
+
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const key = await scrypt(password, salt, SCRYPT.N, SCRYPT.r, SCRYPT.p, SCRYPT.keylen);
+  return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64url'), key.toString('base64url')].join('$');
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const parts = stored.split('$');
+  if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
+  const [, n, r, p, saltB64, keyB64] = parts as [string, string, string, string, string, string];
+  const expected = Buffer.from(keyB64, 'base64url');
+  const key = await scrypt(password, Buffer.from(saltB64, 'base64url'), Number(n), Number(r), Number(p), expected.length);
+  return key.length === expected.length && timingSafeEqual(key, expected);
+}
+
+// A hash of a password nobody has, so an unknown user costs the same time as a wrong password.
+let dummyHash: Promise<string> | undefined;
+
+export class UserInputError extends Error {
+  constructor(message: string, readonly field: string) {
+    super(message);
+    this.name = 'UserInputError';
+  }
+}
+
+export interface SeedUserInput {
+  username: string;
+  password: string;
+  role: Role;
+  orgPath: string;
+  displayName?: string;
+}
+
+/**
+ * Create or update a dashboard user (idempotent: seeding twice updates password, role and scope).
+ * Throws UserInputError naming the field that is wrong.
+ */
+export async function seedUser(db: Queryable, input: SeedUserInput): Promise<User> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(input.username)) {
+    throw new UserInputError(`username "${input.username}" must be 1–64 letters, digits, . _ -`, 'username');
+  }
+  if (!ROLES.includes(input.role)) {
+    throw new UserInputError(`role "${input.role}" must be one of ${ROLES.join(', ')}`, 'role');
+  }
+  if (typeof input.password !== 'string' || input.password.length < 8) {
+    throw new UserInputError('password must be at least 8 characters', 'password');
+  }
+  parseOrgPath(input.orgPath); // throws OrgCodeError naming the wrong segment
+  const hash = await hashPassword(input.password);
+  await db.query(
+    `insert into users (username, password_hash, role, org_path, display_name)
+     values ($1, $2, $3, $4, $5)
+     on conflict (username) do update set password_hash = excluded.password_hash, role = excluded.role,
+       org_path = excluded.org_path, display_name = excluded.display_name, disabled = false, updated_at = now()`,
+    [input.username, hash, input.role, input.orgPath, input.displayName ?? input.username],
+  );
+  return { username: input.username, role: input.role, orgPath: input.orgPath, displayName: input.displayName ?? input.username };
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export interface SessionStore {
+  /** Checks the password; returns the user or null (same timing for unknown users). */
+  authenticate(username: string, password: string): Promise<User | null>;
+  create(user: User): Promise<{ token: string; csrfToken: string; expiresAt: number }>;
+  lookup(token: string): Promise<Session | null>;
+  destroy(token: string): Promise<void>;
+}
+
+export function createSessionStore(db: Db, clock: Clock, ttlMs = 12 * 3600_000): SessionStore {
+  let lastSweep = 0;
+  return {
+    async authenticate(username, password) {
+      const r = await db.query<{ username: string; password_hash: string; role: Role; org_path: string; display_name: string; disabled: boolean }>(
+        'select username, password_hash, role, org_path, display_name, disabled from users where username = $1',
+        [username],
+      );
+      const row = r.rows[0];
+      if (!row) {
+        dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
+        await verifyPassword(password, await dummyHash);
+        return null;
+      }
+      const ok = await verifyPassword(password, row.password_hash);
+      if (!ok || row.disabled) return null;
+      return { username: row.username, role: row.role, orgPath: row.org_path, displayName: row.display_name };
+    },
+    async create(user) {
+      const token = randomBytes(32).toString('base64url');
+      const csrfToken = randomBytes(18).toString('base64url');
+      const now = clock.now();
+      const expiresAt = now + ttlMs;
+      await db.query(
+        `insert into sessions (token_hash, username, csrf_token, created_at, last_seen, expires_at)
+         values ($1, $2, $3, to_timestamp($4 / 1000.0), to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0))`,
+        [sha256(token), user.username, csrfToken, now, expiresAt],
+      );
+      if (now - lastSweep > 600_000) {
+        lastSweep = now;
+        await db.query('delete from sessions where expires_at < to_timestamp($1 / 1000.0)', [now]).catch(() => {});
+      }
+      return { token, csrfToken, expiresAt };
+    },
+    async lookup(token) {
+      if (!token || token.length > 100) return null;
+      const r = await db.query<{ username: string; role: Role; org_path: string; display_name: string; csrf_token: string; expires_ms: number; disabled: boolean }>(
+        `select u.username, u.role, u.org_path, u.display_name, u.disabled, s.csrf_token,
+                (extract(epoch from s.expires_at) * 1000)::float8 as expires_ms
+           from sessions s join users u on u.username = s.username
+          where s.token_hash = $1`,
+        [sha256(token)],
+      );
+      const row = r.rows[0];
+      if (!row || row.disabled || Number(row.expires_ms) <= clock.now()) return null;
+      return {
+        user: { username: row.username, role: row.role, orgPath: row.org_path, displayName: row.display_name },
+        csrfToken: row.csrf_token,
+        expiresAt: Number(row.expires_ms),
+      };
+    },
+    async destroy(token) {
+      await db.query('delete from sessions where token_hash = $1', [sha256(token)]);
+    },
+  };
+}
+
+/**
+ * Login throttle: after `maxFailures` failed attempts for one username (or 4× that from one
+ * address) within `windowMs`, further attempts are refused until the window has passed.
+ */
+export function createLoginLimiter(clock: Clock, opts: { maxFailures?: number; windowMs?: number } = {}) {
+  const max = opts.maxFailures ?? 5;
+  const windowMs = opts.windowMs ?? 5 * 60_000;
+  const failures = new Map<string, number[]>();
+  const recent = (key: string) => {
+    const now = clock.now();
+    const list = (failures.get(key) ?? []).filter((t) => now - t < windowMs);
+    if (list.length) failures.set(key, list);
+    else failures.delete(key);
+    return list;
+  };
+  return {
+    /** ms to wait before trying again, or 0 when an attempt is allowed */
+    retryAfter(username: string, remote: string): number {
+      const u = recent(`u:${username}`);
+      const a = recent(`a:${remote}`);
+      const now = clock.now();
+      let wait = 0;
+      if (u.length >= max) wait = Math.max(wait, u[0]! + windowMs - now);
+      if (a.length >= max * 4) wait = Math.max(wait, a[0]! + windowMs - now);
+      return wait;
+    },
+    failed(username: string, remote: string) {
+      const now = clock.now();
+      for (const key of [`u:${username}`, `a:${remote}`]) {
+        const list = recent(key);
+        list.push(now);
+        failures.set(key, list);
+      }
+      if (failures.size > 100_000) failures.clear(); // bound memory under a flood
+    },
+    succeeded(username: string) {
+      failures.delete(`u:${username}`);
+    },
+  };
+}
+export type LoginLimiter = ReturnType<typeof createLoginLimiter>;

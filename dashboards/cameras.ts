@@ -1,0 +1,240 @@
+// Cameras: the camera nearest an alarm's device, the snapshot taken at the alarm, and the live
+// view. Live video: node-rtsp-stream's MPEG-1 muxer (ffmpeg) is started when the first person
+// opens a camera and stopped when the last one leaves. Its own WebSocket server (which listens on
+// every interface, with no login) is NOT used: the MPEG-TS bytes go out over a WebSocket on this
+// server's port, after the same session check, role check and scope check as every endpoint.
+
+import { createRequire } from 'node:module';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { EventEmitter } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Clock, Logger } from '../contract/index.ts';
+import type { Scope } from '../ingest/scope.ts';
+import type { ApiRouter } from './server.ts';
+import type { ApiDeps, Closer } from './api.ts';
+import { alertingError, audit } from './api.ts';
+import { ApiError, notFound, sendJson } from './http.ts';
+import type { DashboardStore } from './types.ts';
+
+const require = createRequire(import.meta.url);
+
+export interface CameraRef {
+  gatewayId: string;
+  deviceId: string;
+}
+
+export interface CameraService {
+  /** The ffmpeg input (an rtsp:// URL, or a file for tests) of a camera, or null when it has none. */
+  streamUrl(camera: CameraRef): Promise<string | null>;
+  /** output size (JSMpeg needs it); default 640x360 */
+  width?: number;
+  height?: number;
+  ffmpegPath?: string;
+  /** how long a stream runs on after its last viewer left; default 5 s */
+  idleMs?: number;
+}
+
+/** A camera service from a fixed map `gatewayId/deviceId → rtsp://…` (configuration or the demo). */
+export function createCameraService(streams: Record<string, string>, opts: Partial<Omit<CameraService, 'streamUrl'>> = {}): CameraService {
+  return { ...opts, streamUrl: async (c) => streams[`${c.gatewayId}/${c.deviceId}`] ?? null };
+}
+
+interface DeviceLike {
+  gatewayId: string;
+  deviceId: string;
+  orgPath: string;
+  profile: string;
+  name?: string;
+  building?: string | null;
+  room?: string | null;
+  location?: string | null;
+}
+
+export const isCamera = (d: { profile: string }) => /camera|onvif/i.test(d.profile);
+
+/** The camera nearest a device: same room, then same building, then anywhere on the same site. */
+export function nearestCamera(devices: DeviceLike[], target: { gatewayId: string; deviceId: string }): DeviceLike | null {
+  const dev = devices.find((d) => d.gatewayId === target.gatewayId && d.deviceId === target.deviceId);
+  const cams = devices.filter((d) => isCamera(d) && d.gatewayId === target.gatewayId);
+  if (!cams.length) return null;
+  if (dev && isCamera(dev)) return dev;
+  const building = (d: DeviceLike | undefined) => d?.building ?? d?.location ?? null;
+  const score = (c: DeviceLike) =>
+    (dev && building(c) && building(c) === building(dev) ? 2 : 0) + (dev && c.room && c.room === dev.room && building(c) === building(dev) ? 1 : 0);
+  return [...cams].sort((a, b) => score(b) - score(a) || a.deviceId.localeCompare(b.deviceId))[0]!;
+}
+
+interface Muxer extends EventEmitter {
+  stream: ChildProcess;
+}
+
+interface LiveStream {
+  key: string;
+  muxer: Muxer;
+  viewers: Set<WebSocket>;
+  idleTimer: unknown;
+}
+
+/** Live streams by camera: one ffmpeg per camera however many people watch. */
+export function createStreamHub(opts: { clock: Clock; log: Logger; service: CameraService }) {
+  const { clock, log, service } = opts;
+  const Mpeg1Muxer = require('node-rtsp-stream/mpeg1muxer.js') as new (o: { url: string; ffmpegPath: string; ffmpegOptions: Record<string, string> }) => Muxer;
+  const streams = new Map<string, LiveStream>();
+  let started = 0;
+
+  function stop(s: LiveStream, why: string) {
+    if (streams.get(s.key) !== s) return;
+    streams.delete(s.key);
+    if (s.idleTimer) clock.clearTimeout(s.idleTimer);
+    s.muxer.stream.kill('SIGTERM');
+    for (const v of s.viewers) v.close(1001, why.slice(0, 100));
+    log.info('camera stream stopped', { camera: s.key, why });
+  }
+
+  return {
+    async watch(ws: WebSocket, camera: CameraRef, url: string) {
+      const key = `${camera.gatewayId}/${camera.deviceId}`;
+      let s = streams.get(key);
+      if (!s) {
+        const w = service.width ?? 640;
+        const h = service.height ?? 360;
+        const muxer = new Mpeg1Muxer({
+          url,
+          ffmpegPath: service.ffmpegPath ?? 'ffmpeg',
+          // after -i: output options (node-rtsp-stream puts them there); width and height are
+          // needed with -loglevel error, else the stream header says 0x0
+          ffmpegOptions: { '-loglevel': 'error', '-s': `${w}x${h}`, '-b:v': '900k', '-r': '25', '-bf': '0', '-an': '' },
+        });
+        started++;
+        const fresh: LiveStream = { key, muxer, viewers: new Set(), idleTimer: null };
+        s = fresh;
+        streams.set(key, fresh);
+        muxer.on('mpeg1data', (data: Buffer) => {
+          for (const v of fresh.viewers) if (v.readyState === 1 && v.bufferedAmount < 4 * 1024 * 1024) v.send(data, { binary: true });
+        });
+        muxer.on('ffmpegStderr', (d: Buffer) => log.warn('ffmpeg', { camera: key, stderr: d.toString().slice(0, 300) }));
+        muxer.stream.on('exit', (code) => stop(fresh, `ffmpeg exited (${code})`));
+        muxer.stream.on('error', (e) => {
+          log.error('ffmpeg could not start', { camera: key, error: e.message });
+          stop(fresh, 'ffmpeg could not start');
+        });
+        log.info('camera stream started', { camera: key });
+      }
+      const live = s;
+      if (live.idleTimer) {
+        clock.clearTimeout(live.idleTimer);
+        live.idleTimer = null;
+      }
+      live.viewers.add(ws);
+      ws.on('close', () => {
+        live.viewers.delete(ws);
+        if (live.viewers.size === 0 && !live.idleTimer) {
+          live.idleTimer = clock.setTimeout(() => stop(live, 'nobody watches'), service.idleMs ?? 5000);
+        }
+      });
+    },
+    /** cameras streaming now, with their viewer counts */
+    active: () => [...streams.values()].map((s) => ({ camera: s.key, viewers: s.viewers.size, pid: s.muxer.stream.pid })),
+    started: () => started,
+    close() {
+      for (const s of [...streams.values()]) stop(s, 'server stopping');
+    },
+  };
+}
+
+export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<Closer[]> {
+  const store: DashboardStore = deps.store;
+  const service = deps.extras.cameras;
+  const alerting = deps.alerting as ApiDeps['alerting'] & {
+    attachments?(scope: Scope, id: string): Promise<{ id: number; kind: string; mime: string; deviceId: string | null; createdAt: number; data: Buffer }[]>;
+  };
+
+  // The JSMpeg player for the browser, served from its package (no copy in the repository).
+  api.route('GET', '/api/vendor/jsmpeg.js', null, async (ctx) => {
+    const { readFile } = await import('node:fs/promises');
+    const file = require.resolve('@cycjimmy/jsmpeg-player/dist/jsmpeg-player.umd.min.js');
+    const body = await readFile(file);
+    ctx.res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'max-age=86400', 'content-length': body.length });
+    ctx.res.end(body);
+  });
+
+  async function cameraInScope(scope: Scope, gatewayId: string, deviceId: string): Promise<DeviceLike | null> {
+    const list = (await store.queries.listDevices(scope, { gatewayId, deviceId })) as DeviceLike[];
+    const d = list.find((x) => x.gatewayId === gatewayId && x.deviceId === deviceId);
+    return d && isCamera(d) ? d : null;
+  }
+
+  api.route('GET', '/api/alerts/:id/camera', 'cameras.view', async (ctx, { id }) => {
+    const scope = ctx.principal.scope;
+    const alert = (await alerting.get(scope, id!).catch(alertingError)) as { gatewayId: string; deviceId: string; orgPath: string } | null;
+    if (!alert) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
+    const devices = (await store.queries.listDevices(scope, { gatewayId: alert.gatewayId })) as DeviceLike[];
+    const cam = nearestCamera(devices, alert);
+    const snaps = alerting.attachments ? (await alerting.attachments(scope, id!).catch(() => [])).filter((a) => a.mime.startsWith('image/')) : [];
+    const live = cam && service ? (await service.streamUrl(cam)) !== null : false;
+    sendJson(ctx.res, 200, {
+      camera: cam ? { gatewayId: cam.gatewayId, deviceId: cam.deviceId, name: cam.name ?? cam.deviceId, building: cam.building ?? cam.location ?? null, room: cam.room ?? null } : null,
+      snapshots: snaps.map((s) => ({ id: s.id, deviceId: s.deviceId, createdAt: s.createdAt, url: `/api/alerts/${encodeURIComponent(id!)}/snapshot/${s.id}` })),
+      live,
+      liveUrl: cam && live ? `/api/cameras/${encodeURIComponent(cam.gatewayId)}/${encodeURIComponent(cam.deviceId)}/live` : null,
+    });
+  });
+
+  api.route('GET', '/api/alerts/:id/snapshot/:snap', 'cameras.view', async (ctx, { id, snap }) => {
+    if (!alerting.attachments) throw notFound('没有抓拍', 'no snapshot');
+    const list = await alerting.attachments(ctx.principal.scope, id!).catch(alertingError);
+    const s = list.find((a) => String(a.id) === snap && a.mime.startsWith('image/'));
+    if (!s) throw notFound('没有抓拍', 'no snapshot');
+    await audit(api, ctx, 'camera.snapshot', `${id}/${snap}`, null, { device: s.deviceId });
+    ctx.res.writeHead(200, { 'content-type': s.mime, 'content-length': s.data.length, 'cache-control': 'private, no-store', 'x-content-type-options': 'nosniff' });
+    ctx.res.end(s.data);
+  });
+
+  if (!service) return [];
+
+  const hub = createStreamHub({ clock: api.clock, log: api.log.child('cameras'), service });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
+
+  api.route('GET', '/api/cameras/live', 'cameras.view', async (ctx) => {
+    sendJson(ctx.res, 200, { streams: hub.active(), started: hub.started() });
+  });
+
+  api.upgrade('/api/cameras/', 'cameras.view', (req: IncomingMessage, socket: Socket, head: Buffer, principal) => {
+    const m = /^\/api\/cameras\/([^/]+)\/([^/]+)\/live$/.exec(new URL(req.url ?? '/', 'http://x').pathname);
+    const refuse = (status: number, text: string) => {
+      socket.write(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      socket.destroy();
+    };
+    if (!m) return refuse(404, 'Not Found');
+    const gatewayId = decodeURIComponent(m[1]!);
+    const deviceId = decodeURIComponent(m[2]!);
+    (async () => {
+      const cam = await cameraInScope(principal.scope, gatewayId, deviceId);
+      if (!cam) return refuse(404, 'Not Found');
+      const url = await service.streamUrl(cam);
+      if (!url) return refuse(404, 'Not Found');
+      await audit(api, { principal, remote: req.socket.remoteAddress ?? '' }, 'camera.live', `${gatewayId}/${deviceId}`, cam.orgPath);
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('message', () => {}); // viewers only receive
+        hub.watch(ws, cam, url).catch((e) => {
+          api.log.error('camera stream failed', { camera: `${gatewayId}/${deviceId}`, error: (e as Error).message });
+          ws.close(1011, 'stream failed');
+        });
+      });
+    })().catch((e) => {
+      api.log.error('camera upgrade failed', { error: (e as Error).message });
+      refuse(500, 'Internal Server Error');
+    });
+  });
+
+  return [
+    async () => {
+      hub.close();
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+    },
+  ];
+}
+

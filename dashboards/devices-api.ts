@@ -1,0 +1,210 @@
+// Device pages for technicians: the device list with health and trouble counters, and enrol /
+// import / test / remove / discover through commands to the gateway (CommandSender). A command
+// goes only to a gateway inside the user's scope; the gateway checks and audits it again.
+
+import { randomUUID } from 'node:crypto';
+import { commandSchema, deviceIdSchema, type Command, type CommandResult } from '../contract/index.ts';
+import type { ApiRouter, RequestContext } from './server.ts';
+import type { ApiDeps, Closer } from './api.ts';
+import { audit, siteScope } from './api.ts';
+import { ApiError, badRequest, readJson, sendJson } from './http.ts';
+
+/** The downlink command kinds this build of the contract knows (device.upsert, device.write, rebirth…). */
+export function supportedCommandKinds(): string[] {
+  const opts = (commandSchema as unknown as { options: { shape: { kind: { value: string } } }[] }).options;
+  return opts.map((o) => o.shape.kind.value);
+}
+
+const DEVICE_FIELDS = ['id', 'profile', 'url', 'name', 'building', 'room', 'intervalMs', 'password'] as const;
+
+/** RFC 4180 CSV: quoted cells, doubled quotes, CRLF or LF. */
+export function parseCsvRows(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let cell = '';
+  let quoted = false;
+  const s = text.replace(/^\uFEFF/, '');
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (quoted) {
+      if (c === '"' && s[i + 1] === '"') { cell += '"'; i++; }
+      else if (c === '"') quoted = false;
+      else cell += c;
+      continue;
+    }
+    if (c === '"' && cell === '') quoted = true;
+    else if (c === ',') { row.push(cell); cell = ''; }
+    else if (c === '\n' || c === '\r') {
+      if (c === '\r' && s[i + 1] === '\n') i++;
+      row.push(cell); rows.push(row); row = []; cell = '';
+    } else cell += c;
+  }
+  if (cell !== '' || row.length) { row.push(cell); rows.push(row); }
+  return rows.filter((r) => !(r.length === 1 && r[0]!.trim() === ''));
+}
+
+/** Devices from a CSV whose header names the columns (id,profile,url required). Problems name row and column. */
+export function devicesFromCsv(text: string): { devices: Record<string, unknown>[]; problems: string[] } {
+  const rows = parseCsvRows(text);
+  const problems: string[] = [];
+  if (rows.length < 2) return { devices: [], problems: ['第 0 行：需要表头和至少一行设备 / row 0: a header and at least one device row are needed (id,profile,url,name,building,room)'] };
+  const header = rows[0]!.map((x) => x.trim());
+  for (const h of header) if (!(DEVICE_FIELDS as readonly string[]).includes(h)) problems.push(`第 0 行 row 0, ${h || '(空 empty)'}: 未知列 unknown column; columns are ${DEVICE_FIELDS.join(',')}`);
+  for (const need of ['id', 'profile', 'url']) if (!header.includes(need)) problems.push(`第 0 行 row 0, ${need}: 缺少必需列 required column missing`);
+  if (problems.length) return { devices: [], problems };
+  const devices: Record<string, unknown>[] = [];
+  rows.slice(1).forEach((cells, k) => {
+    const row = k + 1;
+    if (cells.length !== header.length) {
+      problems.push(`第 ${row} 行 row ${row}: ${cells.length} 列，表头有 ${header.length} 列 / has ${cells.length} cells, the header has ${header.length}`);
+      return;
+    }
+    const d: Record<string, unknown> = {};
+    header.forEach((h, j) => {
+      const v = cells[j]!.trim();
+      if (v !== '') d[h] = h === 'intervalMs' && /^\d+$/.test(v) ? Number(v) : v;
+    });
+    if (!deviceIdSchema.safeParse(d.id).success) problems.push(`第 ${row} 行 row ${row}, id: "${String(d.id ?? '')}" 不是有效设备编号 is not a valid device id`);
+    else devices.push(d);
+  });
+  return { devices, problems };
+}
+
+export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<Closer[]> {
+  const { store, commands } = deps;
+
+  /** The gateway, when it lies in the user's scope (else 404: never reveal other schools' gateways). */
+  async function gatewayInScope(ctx: RequestContext, gatewayId: string) {
+    if (!deviceIdSchema.safeParse(gatewayId).success) throw badRequest('bad_gateway', `"${gatewayId}" 不是网关编号`, `"${gatewayId}" is not a gateway id`);
+    const list = (await store.queries.listGateways?.(ctx.principal.scope)) as { id: string; orgPath: string; state: string }[] | undefined;
+    const gw = list?.find((g) => g.id === gatewayId);
+    if (!gw) throw new ApiError(404, 'no_such_gateway', { zh: `网关 ${gatewayId} 不存在或不在您的管辖范围内`, en: `gateway ${gatewayId} does not exist or is outside your scope` });
+    return gw;
+  }
+
+  async function send(ctx: RequestContext, gatewayId: string, cmd: Record<string, unknown>, timeoutMs = 15_000): Promise<CommandResult> {
+    if (!commands) {
+      throw new ApiError(503, 'no_command_channel', { zh: '未连接到网关命令通道', en: 'no command channel to the gateways is connected' });
+    }
+    const full = { v: 1, id: randomUUID(), issuedBy: ctx.principal.user.username, issuedAt: api.clock.now(), ...cmd };
+    const parsed = commandSchema.safeParse(full);
+    if (!parsed.success) {
+      const kind = String(cmd.kind);
+      if (!supportedCommandKinds().includes(kind)) {
+        throw new ApiError(501, 'command_not_supported', {
+          zh: `网关协议 v1 尚不支持命令 ${kind}（支持：${supportedCommandKinds().join('、')}）；请在网关本地操作（xiaoan device …）`,
+          en: `wire contract v1 has no ${kind} command yet (it has ${supportedCommandKinds().join(', ')}); do this on the gateway itself (xiaoan device …)`,
+        });
+      }
+      throw badRequest('bad_command', `命令无效：${parsed.error.issues[0]?.message}`, `invalid command: ${parsed.error.issues[0]?.message}`);
+    }
+    try {
+      return await commands.send(gatewayId, parsed.data as Command, timeoutMs);
+    } catch (e) {
+      throw new ApiError(504, 'gateway_unreachable', {
+        zh: `网关 ${gatewayId} 未在时限内应答：${(e as Error).message}（网关离线时请稍后重试）`,
+        en: `gateway ${gatewayId} did not answer in time: ${(e as Error).message} (retry when it is online)`,
+      }, { retry: true });
+    }
+  }
+
+  function checkDevice(d: unknown): Record<string, unknown> {
+    if (!d || typeof d !== 'object' || Array.isArray(d)) throw badRequest('bad_device', '缺少设备信息 device', 'device is missing');
+    const dev = d as Record<string, unknown>;
+    const unknown = Object.keys(dev).filter((k) => !(DEVICE_FIELDS as readonly string[]).includes(k));
+    if (unknown.length) throw badRequest('bad_device', `未知字段：${unknown.join(', ')}`, `unknown field(s): ${unknown.join(', ')}`);
+    for (const f of ['id', 'profile', 'url'] as const) {
+      if (typeof dev[f] !== 'string' || !(dev[f] as string).trim()) throw badRequest('bad_device', `device.${f} 必填`, `device.${f} is required`);
+    }
+    if (!deviceIdSchema.safeParse(dev.id).success) throw badRequest('bad_device', `device.id "${String(dev.id)}" 须为字母、数字、. _ -`, `device.id "${String(dev.id)}" must be letters, digits, . _ -`);
+    return dev;
+  }
+
+  api.route('GET', '/api/gateways', 'devices.read', async (ctx) => {
+    const gateways = (await store.queries.listGateways?.(siteScope(ctx))) ?? [];
+    sendJson(ctx.res, 200, { gateways, commands: commands ? supportedCommandKinds() : [] });
+  });
+
+  api.route('GET', '/api/devices/trouble', 'devices.read', async (ctx) => {
+    // Trouble signals of the last 24 h: device.* events (fault, offline, timeout…) per device.
+    const scope = siteScope(ctx);
+    const since = api.clock.now() - 24 * 3600_000;
+    const events = ((await store.queries.events?.(scope, { from: since, limit: 10_000 })) ?? []) as { gatewayId: string; deviceId: string; type: string }[];
+    const counts: Record<string, Record<string, number>> = {};
+    for (const e of events) {
+      if (!e.type.startsWith('device.') && !e.type.endsWith('.fault') && !e.type.endsWith('.tamper')) continue;
+      const k = `${e.gatewayId}/${e.deviceId}`;
+      counts[k] ??= {};
+      counts[k]![e.type] = (counts[k]![e.type] ?? 0) + 1;
+    }
+    sendJson(ctx.res, 200, { since, counts });
+  });
+
+  api.route('GET', '/api/profiles', 'devices.read', async (ctx) => {
+    sendJson(ctx.res, 200, { profiles: deps.extras.profiles ?? [] });
+  });
+
+  api.route('POST', '/api/gateways/:gatewayId/devices', 'devices.manage', async (ctx, { gatewayId }) => {
+    const gw = await gatewayInScope(ctx, gatewayId!);
+    const body = await readJson(ctx.req);
+    const device = checkDevice(body.device);
+    const result = await send(ctx, gw.id, { kind: 'device.upsert', device });
+    await audit(api, ctx, 'device.enrol', `${gw.id}/${String(device.id)}`, gw.orgPath, { ok: result.ok });
+    sendJson(ctx.res, result.ok ? 200 : 422, result.ok ? { result } : { result, error: { code: 'gateway_refused', message: { zh: `网关拒绝：${result.message}`, en: `the gateway refused: ${result.message}` } } });
+  });
+
+  api.route('POST', '/api/gateways/:gatewayId/import', 'devices.manage', async (ctx, { gatewayId }) => {
+    const gw = await gatewayInScope(ctx, gatewayId!);
+    const body = await readJson(ctx.req, 1024 * 1024);
+    if (typeof body.csv !== 'string') throw badRequest('bad_csv', '请提供 csv 文本', 'csv text is required');
+    const { devices, problems } = devicesFromCsv(body.csv);
+    if (problems.length) {
+      throw new ApiError(400, 'bad_csv', { zh: `CSV 有 ${problems.length} 处问题，未导入任何设备`, en: `the CSV has ${problems.length} problem(s); nothing was imported` }, { problems });
+    }
+    if (devices.length > 500) throw badRequest('bad_csv', '一次最多导入 500 个设备', 'at most 500 devices per import');
+    const results: { id: string; ok: boolean; message?: string }[] = [];
+    for (const device of devices) {
+      const r = await send(ctx, gw.id, { kind: 'device.upsert', device }).catch((e: ApiError) => ({ ok: false, message: e.text?.en ?? String(e) }) as CommandResult);
+      results.push({ id: String(device.id), ok: r.ok, message: r.message });
+    }
+    await audit(api, ctx, 'device.import', gw.id, gw.orgPath, { devices: results.length, ok: results.filter((r) => r.ok).length });
+    sendJson(ctx.res, 200, { results });
+  });
+
+  api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/test', 'devices.manage', async (ctx, { gatewayId, deviceId }) => {
+    const gw = await gatewayInScope(ctx, gatewayId!);
+    if (supportedCommandKinds().includes('device.test')) {
+      const result = await send(ctx, gw.id, { kind: 'device.test', device: deviceId });
+      sendJson(ctx.res, 200, { result });
+      return;
+    }
+    // Without a test command on the wire: report what the centre knows (state, last seen, newest values).
+    const [device] = (await store.queries.listDevices(ctx.principal.scope, { gatewayId: gw.id, deviceId })) as { state: string; lastSeen: number | null; expectedIntervalMs: number | null }[];
+    if (!device) throw new ApiError(404, 'no_such_device', { zh: `设备 ${deviceId} 不存在`, en: `device ${deviceId} does not exist` });
+    const latest = ((await store.queries.latest?.(ctx.principal.scope, { gatewayId: gw.id, device: deviceId })) ?? []) as { metric: string; ts: number; value: number }[];
+    const now = api.clock.now();
+    const fresh = device.lastSeen !== null && now - device.lastSeen < Math.max(3 * (device.expectedIntervalMs ?? 60_000), 60_000);
+    sendJson(ctx.res, 200, {
+      result: {
+        ok: device.state === 'online' && fresh,
+        message: fresh ? `状态 ${device.state}，最近上报 ${Math.round((now - device.lastSeen!) / 1000)} 秒前 / state ${device.state}, last report ${Math.round((now - device.lastSeen!) / 1000)} s ago` : `长时间未上报 / no recent report (state ${device.state})`,
+        latest,
+      },
+    });
+  });
+
+  api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/remove', 'devices.manage', async (ctx, { gatewayId, deviceId }) => {
+    const gw = await gatewayInScope(ctx, gatewayId!);
+    const result = await send(ctx, gw.id, { kind: 'device.remove', device: deviceId });
+    await audit(api, ctx, 'device.remove', `${gw.id}/${deviceId}`, gw.orgPath, { ok: result.ok });
+    sendJson(ctx.res, 200, { result });
+  });
+
+  api.route('POST', '/api/gateways/:gatewayId/discover', 'devices.manage', async (ctx, { gatewayId }) => {
+    const gw = await gatewayInScope(ctx, gatewayId!);
+    const result = await send(ctx, gw.id, { kind: 'device.discover', protocol: 'onvif' }, 30_000);
+    sendJson(ctx.res, 200, { result });
+  });
+
+  return [];
+}

@@ -1,0 +1,113 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger, silentLogger, systemClock } from '../../contract/index.ts';
+import { createDriver, getProfile, freePort, type DeviceDriver, type ModbusProfile, type Observation } from '../index.ts';
+import { startModbusSimulator, type ModbusSimulator } from './simulator.ts';
+import { LineRegistry } from './line.ts';
+
+const ctx = { clock: systemClock, log: silentLogger };
+/** the system clock, moved forward on demand (backoff windows without sleeping) */
+function skewedClock() {
+  let skew = 0;
+  return { ...systemClock, now: () => Date.now() + skew, advance: (ms: number) => void (skew += ms) };
+}
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+async function smokeRig(initial: Record<string, number | boolean> = {}, clock = systemClock) {
+  const profile = (await getProfile('smoke-photoelectric-generic')) as ModbusProfile;
+  const sim = await startModbusSimulator({ profile, initial: { smoke_density: 0.02, alarm_threshold: 0.15, ...initial } });
+  cleanup.push(() => sim.close());
+  const driver = await createDriver({ id: 'smoke-1', profile: profile.id, url: `${sim.url}&timeout=300` }, { ...ctx, clock }, { modbus: { lines: new LineRegistry() } });
+  cleanup.push(() => driver.close());
+  return { sim, driver, profile };
+}
+
+const readings = (o: Observation[]) => Object.fromEntries(o.filter((x) => x.kind === 'reading').map((x) => [(x as { metric: string }).metric, (x as { value: number }).value]));
+const events = (o: Observation[]) => o.filter((x) => x.kind === 'event') as Extract<Observation, { kind: 'event' }>[];
+
+describe('Modbus TCP driver against the profile-driven simulator', () => {
+  it('reads normalised values and emits alarm events on rising edges only', async () => {
+    const { sim, driver } = await smokeRig();
+    const first = await driver.poll!();
+    expect(readings(first)).toEqual({ smoke_density: 0.02, alarm: 0, fault: 0, alarm_threshold: 0.15 });
+    expect(events(first)).toEqual([]);
+    expect(driver.health()).toMatchObject({ state: 'online', consecutiveFailures: 0 });
+
+    sim.set('smoke_density', 0.231);
+    sim.set('alarm', true);
+    const second = await driver.poll!();
+    expect(readings(second).smoke_density).toBe(0.231);
+    expect(events(second)).toEqual([expect.objectContaining({ type: 'smoke.alarm', priority: 'alarm', data: { point: 'alarm' } })]);
+    // still in alarm: no second event
+    expect(events(await driver.poll!())).toEqual([]);
+    sim.set('alarm', false);
+    expect(events(await driver.poll!()).map((e) => e.type)).toEqual(['smoke.clear']);
+  });
+
+  it('an alarm already active at the first poll is reported', async () => {
+    const { driver } = await smokeRig({ alarm: true });
+    expect(events(await driver.poll!()).map((e) => e.type)).toEqual(['smoke.alarm']);
+  });
+
+  it('writes a holding register in engineering units (FC 6) and refuses out-of-range or unknown points', async () => {
+    const { sim, driver } = await smokeRig();
+    await driver.write('alarm_threshold', 0.12);
+    expect(sim.get('alarm_threshold')).toBe(0.12);
+    await expect(driver.write('alarm_threshold', 5)).rejects.toMatchObject({ code: 'bad_value', retryable: false });
+    await expect(driver.write('smoke_density', 1)).rejects.toMatchObject({ code: 'not_writable' });
+  });
+
+  it('a Modbus exception shows as degraded health with the exception code; poll never throws', async () => {
+    const { sim, driver } = await smokeRig();
+    await driver.poll!();
+    sim.fault('exception', { code: 2, table: 'holding' });
+    const obs = await driver.poll!();
+    expect(readings(obs).smoke_density).toBe(0.02); // the other blocks still read
+    const h = driver.health();
+    expect(h.state).toBe('degraded');
+    expect(h.lastError).toMatch(/exception 2 \(illegal data address\) at register 40001/);
+  });
+
+  it('silence makes the device time out, then back off, then go offline; it recovers when it answers again', async () => {
+    const clock = skewedClock();
+    const { sim, driver } = await smokeRig({}, clock);
+    await driver.poll!();
+    sim.fault('silence');
+    expect(await driver.poll!()).toEqual([]);
+    // the request and its one retry (profile retries: 1) both timed out
+    expect(driver.health()).toMatchObject({ state: 'degraded', timeouts: 2 });
+    await driver.poll!(); // backing off: fails fast, no wire request
+    await driver.poll!();
+    expect(driver.health().state).toBe('offline');
+    expect(driver.health().lastError).toMatch(/not answering/);
+    expect(driver.health().timeouts).toBe(2); // backoff kept it off the wire
+    sim.fault('none');
+    clock.advance(2_500);
+    expect(readings(await driver.poll!()).smoke_density).toBe(0.02);
+    expect(driver.health()).toMatchObject({ state: 'online', consecutiveFailures: 0 });
+  });
+
+  it('a closed port reports connection refused in health, without throwing', async () => {
+    const profile = (await getProfile('smoke-photoelectric-generic')) as ModbusProfile;
+    const port = await freePort();
+    const driver: DeviceDriver = await createDriver({ id: 'smoke-x', profile: profile.id, url: `modbus-tcp://127.0.0.1:${port}?unit=1` }, ctx, { modbus: { lines: new LineRegistry() } });
+    cleanup.push(() => driver.close());
+    expect(await driver.poll!()).toEqual([]);
+    expect(driver.health()).toMatchObject({ state: 'offline', lastError: expect.stringMatching(/connection refused/) });
+  });
+
+  it('coalesces the temperature sensor into one input-register read per poll', async () => {
+    const profile = (await getProfile('temp-humidity-generic')) as ModbusProfile;
+    const sim: ModbusSimulator = await startModbusSimulator({ profile, initial: { temperature: -3.5, humidity: 61.2, sensor_fault: true } });
+    cleanup.push(() => sim.close());
+    const driver = await createDriver({ id: 'temp-1', profile: profile.id, url: sim.url }, { clock: systemClock, log: createLogger({ write: () => {} }) }, { modbus: { lines: new LineRegistry() } });
+    cleanup.push(() => driver.close());
+    const obs = await driver.poll!();
+    expect(readings(obs)).toEqual({ temperature: -3.5, humidity: 61.2, sensor_fault: 1, over_temperature: 0, temperature_offset: 0 });
+    expect(events(obs).map((e) => [e.type, e.priority])).toEqual([['device.fault', 'normal']]);
+    expect(sim.requests[4]).toBe(1);
+    expect(sim.requests[3]).toBe(1);
+  });
+});

@@ -1,0 +1,157 @@
+// The gateway's own device broker (aedes): gates, kiosks and call buttons log in with credentials
+// of their own and may publish only under `devices/{theirId}/…` and subscribe only to their own
+// command topic. Client ids or usernames with `+` or `#` are refused; `$SYS` stays protected.
+import { createServer, type Server, type Socket } from 'node:net';
+import { Aedes } from 'aedes';
+import type { Logger } from '../../contract/index.ts';
+import { ID_PATTERN } from '../../contract/index.ts';
+import type { DeviceBrokerHandle } from '../types.ts';
+
+/** A device's message larger than this is refused (and the connection closed). */
+export const MAX_DEVICE_PAYLOAD = 64 * 1024;
+
+export interface DeviceBrokerOptions {
+  port?: number;
+  host?: string;
+  /** returns the device id these credentials belong to, or null */
+  authenticate(username: string, password: string): string | null | Promise<string | null>;
+  log: Logger;
+}
+
+export interface DeviceBroker {
+  port: number;
+  url: string;
+  handle: DeviceBrokerHandle;
+  /** device ids with an open connection */
+  connectedDevices(): string[];
+  close(): Promise<void>;
+}
+
+const DEVICE = Symbol('xiaoan.deviceId');
+const BAD_ID = Symbol('xiaoan.badClientId');
+type Tagged = { [DEVICE]?: string; [BAD_ID]?: string; id: string };
+
+const authError = (returnCode: 2 | 4 | 5, message: string) => Object.assign(new Error(message), { returnCode });
+
+export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<DeviceBroker> {
+  const log = opts.log.child('device-broker');
+  const host = opts.host ?? '127.0.0.1';
+  const connected = new Map<string, number>();
+
+  const broker = await Aedes.createBroker({
+    preConnect(client, packet, cb) {
+      const t = client as unknown as Tagged;
+      const id = packet.clientId ?? '';
+      // MQTT 3.1.1 §4.7.1: + and # are wildcards; a client id carrying them would confuse every ACL built on ids
+      if (/[+#]/.test(id)) t[BAD_ID] = 'client id contains + or #';
+      // [MQTT-3.1.3-7]/[MQTT-3.1.3-8]: an empty client id is only valid with a clean session
+      else if (id === '' && packet.clean === false) t[BAD_ID] = 'empty client id needs clean session';
+      cb(null, true);
+    },
+    authenticate(client, username, password, done) {
+      const t = client as unknown as Tagged;
+      if (t[BAD_ID]) {
+        log.warn('connection refused', { reason: t[BAD_ID] });
+        return done(authError(2, 'identifier rejected'), null);
+      }
+      const user = username ?? '';
+      if (!user || /[+#/]/.test(user)) return done(authError(4, 'bad user name or password'), null);
+      Promise.resolve()
+        .then(() => opts.authenticate(user, password ? password.toString('utf8') : ''))
+        .then(
+          (deviceId) => {
+            if (!deviceId || !ID_PATTERN.test(deviceId)) {
+              log.warn('device login refused', { username: user });
+              return done(authError(4, 'bad user name or password'), null);
+            }
+            t[DEVICE] = deviceId;
+            done(null, true);
+          },
+          (e) => {
+            log.error('device authentication failed', { error: e });
+            done(authError(5, 'not authorized'), null);
+          },
+        );
+    },
+    authorizePublish(client, packet, cb) {
+      if (!client) return cb(null); // the gateway's own publishes (commands to devices)
+      const id = (client as unknown as Tagged)[DEVICE];
+      const topic = packet.topic;
+      if (topic.startsWith('$')) return cb(new Error('$SYS and $ topics are reserved for the broker'));
+      if (!id || !topic.startsWith(`devices/${id}/`) || topic.startsWith(`devices/${id}/cmd`))
+        return cb(new Error(`device ${id} may publish only under devices/${id}/`));
+      if (packet.payload && packet.payload.length > MAX_DEVICE_PAYLOAD) return cb(new Error('payload too large'));
+      cb(null);
+    },
+    authorizeSubscribe(client, sub, cb) {
+      const id = (client as unknown as Tagged)[DEVICE];
+      const mine = `devices/${id}/cmd`;
+      // SUBACK 0x80 (refused) for anything but the device's own command topic
+      if (!id || (sub.topic !== mine && sub.topic !== `${mine}/#` && !sub.topic.startsWith(`${mine}/`)) || /[+]/.test(sub.topic)) return cb(null, null);
+      cb(null, sub);
+    },
+  });
+
+  broker.on('clientReady', (c) => {
+    const id = (c as unknown as Tagged)[DEVICE];
+    if (id) connected.set(id, (connected.get(id) ?? 0) + 1);
+  });
+  broker.on('clientDisconnect', (c) => {
+    const id = (c as unknown as Tagged)[DEVICE];
+    if (id && connected.has(id)) {
+      const n = connected.get(id)! - 1;
+      if (n <= 0) connected.delete(id);
+      else connected.set(id, n);
+    }
+  });
+  broker.on('clientError', (_c, e) => log.debug('client error', { error: e.message }));
+  broker.on('connectionError', (_c, e) => log.debug('connection error', { error: e.message }));
+
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    broker.handle(s);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+
+  const handle: DeviceBrokerHandle = {
+    onDeviceMessage(deviceId, fn) {
+      const topic = `devices/${deviceId}/#`;
+      const listener = (packet: { topic: string; payload: Buffer | string }, cb: () => void) => {
+        try {
+          if (!packet.topic.startsWith(`devices/${deviceId}/cmd`)) fn(packet.topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload));
+        } catch (e) {
+          log.error('device message listener failed', { device: deviceId, error: e });
+        }
+        cb();
+      };
+      broker.subscribe(topic, listener as never, () => {});
+      return () => broker.unsubscribe(topic, listener as never, () => {});
+    },
+    publishToDevice(deviceId, subtopic, payload) {
+      return new Promise((resolve, reject) =>
+        broker.publish(
+          { cmd: 'publish', topic: `devices/${deviceId}/${subtopic}`, payload: Buffer.isBuffer(payload) ? payload : Buffer.from(payload), qos: 1, retain: false, dup: false } as never,
+          (e?: Error | null) => (e ? reject(e) : resolve()),
+        ),
+      );
+    },
+  };
+
+  return {
+    port,
+    url: `mqtt://${host}:${port}`,
+    handle,
+    connectedDevices: () => [...connected.keys()],
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+      await new Promise<void>((r) => broker.close(() => r()));
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import mqtt from 'mqtt';
+import { createLogger, systemClock, hashResidentId } from '../../contract/index.ts';
+import { createDriver, type Observation } from '../index.ts';
+import { startDeviceBroker, type DeviceBroker } from './broker.ts';
+import { startGateSimulator, startKioskSimulator } from './simulators.ts';
+
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) {
+    const t0 = Date.now();
+    await c().catch(() => {});
+    if (Date.now() - t0 > 1000) console.log('slow cleanup', c.toString());
+  }
+});
+
+const PASSWORDS: Record<string, string> = { 'gate-1': 'gate-secret', 'kiosk-1': 'kiosk-secret', 'gate-2': 'other-secret' };
+const VALID_ID = '11010519491231002X'; // GB 11643 example number with a valid check character
+const logLines: string[] = [];
+const log = createLogger({ write: (l) => logLines.push(l), level: 'debug' });
+
+async function rig(): Promise<DeviceBroker> {
+  const broker = await startDeviceBroker({ port: 0, authenticate: (u, p) => (PASSWORDS[u] === p ? u : null), log });
+  cleanup.push(() => broker.close());
+  return broker;
+}
+
+function until<T>(fn: () => T | undefined, ms = 3000): Promise<T> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      const v = fn();
+      if (v !== undefined && v !== false) return resolve(v);
+      if (Date.now() - t0 > ms) return reject(new Error('condition not met in time'));
+      setTimeout(tick, 10);
+    };
+    tick();
+  });
+}
+
+describe('device broker', () => {
+  it('refuses wrong passwords, client ids with + or #, and keeps each device to its own topics', async () => {
+    const broker = await rig();
+    await expect(mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'wrong', reconnectPeriod: 0 })).rejects.toThrow(/Bad username or password|Not authorized/i);
+    await expect(mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'gate+1', reconnectPeriod: 0 })).rejects.toThrow(/Identifier rejected/i);
+    await expect(mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'a#', reconnectPeriod: 0 })).rejects.toThrow(/Identifier rejected/i);
+
+    const seen: string[] = [];
+    broker.handle.onDeviceMessage('gate-2', (t) => seen.push(t));
+    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'gate-1', reconnectPeriod: 0 });
+    cleanup.push(() => c.endAsync(true));
+    // subscriptions outside its own cmd topic are refused with SUBACK 0x80
+    await expect(c.subscribeAsync('$SYS/#')).rejects.toThrow(/Subscribe error/);
+    await expect(c.subscribeAsync('devices/gate-2/#')).rejects.toThrow(/Subscribe error/);
+    expect((await c.subscribeAsync('devices/gate-1/cmd')).map((g) => g.qos)).toEqual([0]);
+    // publishing under another device's topic closes the connection and delivers nothing
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    c.publish('devices/gate-2/event', JSON.stringify({ type: 'forced_open' }), { qos: 1 });
+    await closed;
+    expect(seen).toEqual([]);
+  });
+});
+
+describe('MQTT gate', () => {
+  it('maps state and forced-open events, and an unlock write reaches the gate', async () => {
+    const broker = await rig();
+    const driver = await createDriver({ id: 'gate-1', profile: 'gate-controller-generic', url: 'mqtt://gate-1' }, { clock: systemClock, log, deviceBroker: broker.handle });
+    cleanup.push(() => driver.close());
+    const obs: Observation[] = [];
+    await driver.subscribe!((o) => obs.push(o));
+    const gate = await startGateSimulator({ brokerUrl: broker.url, deviceId: 'gate-1', username: 'gate-1', password: 'gate-secret', heartbeatMs: 0 });
+    cleanup.push(() => gate.close());
+    await until(() => obs.some((o) => o.kind === 'reading' && o.metric === 'door_open'));
+    expect(obs).toContainEqual(expect.objectContaining({ kind: 'reading', metric: 'locked', value: 1 }));
+
+    await gate.forcedOpen();
+    const forced = await until(() => obs.find((o) => o.kind === 'event' && o.type === 'gate.forced_open'));
+    expect(forced).toMatchObject({ priority: 'alarm', data: { door: 'main' } });
+    await gate.passage('in');
+    const passage = await until(() => obs.find((o) => o.kind === 'event' && o.type === 'gate.passage'));
+    expect(passage).toMatchObject({ priority: 'normal', data: { direction: 'in' } });
+    expect(JSON.stringify(passage)).not.toContain('sim-card'); // the card number is not passed on
+
+    await driver.write('unlock', 3);
+    await until(() => gate.commands.length > 0);
+    expect(gate.commands[0]).toMatchObject({ action: 'unlock', seconds: 3 });
+    expect(driver.health().state).toBe('online');
+    await expect(driver.write('lock_forever', 1)).rejects.toMatchObject({ code: 'not_writable' });
+  });
+
+  it('a payload that is not JSON is counted and logged without its content; the driver goes on', async () => {
+    const broker = await rig();
+    const driver = await createDriver({ id: 'gate-1', profile: 'gate-controller-generic', url: 'mqtt://gate-1' }, { clock: systemClock, log, deviceBroker: broker.handle });
+    cleanup.push(() => driver.close());
+    const obs: Observation[] = [];
+    await driver.subscribe!((o) => obs.push(o));
+    const gate = await startGateSimulator({ brokerUrl: broker.url, deviceId: 'gate-1', username: 'gate-1', password: 'gate-secret', heartbeatMs: 0 });
+    cleanup.push(() => gate.close());
+    await gate.publishRaw('event', '<<not json>>');
+    await until(() => driver.health().errors === 1);
+    expect(driver.health().state).toBe('degraded');
+    await gate.forcedOpen();
+    await until(() => obs.find((o) => o.kind === 'event' && o.type === 'gate.forced_open'));
+    expect(logLines.join('\n')).not.toContain('<<not json>>');
+  });
+});
+
+describe('MQTT kiosk', () => {
+  it('passes on only the masked ID and its keyed hash; a bad check character is refused without the number', async () => {
+    logLines.length = 0;
+    const broker = await rig();
+    const driver = await createDriver({ id: 'kiosk-1', profile: 'visitor-kiosk-generic', url: 'mqtt://kiosk-1' }, { clock: systemClock, log, deviceBroker: broker.handle, idHashKey: 'test-key' });
+    cleanup.push(() => driver.close());
+    const obs: Observation[] = [];
+    await driver.subscribe!((o) => obs.push(o));
+    const kiosk = await startKioskSimulator({ brokerUrl: broker.url, deviceId: 'kiosk-1', username: 'kiosk-1', password: 'kiosk-secret', heartbeatMs: 0 });
+    cleanup.push(() => kiosk.close());
+
+    await kiosk.checkIn({ name: '王小明', idNumber: VALID_ID, host: '李老师', purpose: '家长会' });
+    const checkin = await until(() => obs.find((o) => o.kind === 'event' && o.type === 'visitor.checkin'));
+    expect(checkin).toMatchObject({
+      priority: 'normal',
+      data: { visitor: '王**', idMasked: '110105********002X', idHash: hashResidentId(VALID_ID, 'test-key'), host: '李老师', purpose: '家长会' },
+    });
+    await kiosk.watchlistHit({ name: '王小明', idNumber: VALID_ID });
+    await until(() => obs.find((o) => o.kind === 'event' && o.type === 'visitor.watchlist' && o.priority === 'alarm'));
+
+    const wrong = VALID_ID.slice(0, 17) + '5';
+    await kiosk.checkIn({ name: '赵六', idNumber: wrong });
+    const invalid = await until(() => obs.find((o) => o.kind === 'event' && o.type === 'visitor.id_invalid'));
+    expect(invalid).toMatchObject({ data: { field: 'idNumber', reason: expect.stringMatching(/check character/) } });
+    expect(obs.filter((o) => o.kind === 'event' && o.type === 'visitor.checkin')).toHaveLength(1);
+
+    const everything = JSON.stringify(obs) + logLines.join('\n');
+    for (const clear of [VALID_ID, wrong, '王小明', '赵六']) expect(everything).not.toContain(clear);
+  });
+});

@@ -1,0 +1,87 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openSqliteBuffer, type NewRecord } from './buffer.ts';
+import { createManualClock } from './testing.ts';
+
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'xiaoan-buffer-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const reading = (i: number): NewRecord => ({ kind: 'reading', device: 'temp-1', metric: 'temperature', ts: 1_750_000_000_000 + i, value: i, quality: 'good' });
+const alarm = (i: number): NewRecord => ({ kind: 'event', device: 'smoke-1', type: 'smoke.alarm', ts: 1_750_000_000_000 + i, priority: 'alarm', data: { i } });
+const event = (i: number): NewRecord => ({ kind: 'event', device: 'gate-1', type: 'gate.passage', ts: 1_750_000_000_000 + i, priority: 'normal', data: { i } });
+
+describe('SQLite buffer', () => {
+  it('assigns increasing seq in the write and keeps the counter across reopen, even when emptied', () => {
+    const file = join(tmp(), 'b.sqlite');
+    const clock = createManualClock();
+    let b = openSqliteBuffer({ file, maxRecords: 1000, clock });
+    expect(b.append([reading(1), reading(2)])).toMatchObject({ firstSeq: 1, lastSeq: 2 });
+    b.ack([1, 2]);
+    expect(b.stats().depth).toBe(0);
+    b.close();
+    b = openSqliteBuffer({ file, maxRecords: 1000, clock });
+    expect(b.append([reading(3)])).toMatchObject({ firstSeq: 3, lastSeq: 3 });
+    expect(b.stats()).toMatchObject({ lastSeq: 3, depth: 1, appended: 3, acked: 2 });
+    b.close();
+  });
+
+  it('hands out alarms on their own lane and routine records oldest first, split by channel', () => {
+    const b = openSqliteBuffer({ file: join(tmp(), 'b.sqlite'), maxRecords: 1000, clock: createManualClock() });
+    b.append([reading(1), event(2), reading(3), alarm(4), reading(5)]);
+    expect(b.takeAlarms(0, 10).map((e) => [e.seq, e.priority, e.data])).toEqual([[4, 'alarm', { i: 4 }]]);
+    const batch = b.takeRoutine(0, 3)!;
+    expect(batch.readings.map((r) => r.seq)).toEqual([1, 3]);
+    expect(batch.events.map((e) => e.seq)).toEqual([2]);
+    expect(batch.lastSeq).toBe(3);
+    expect(b.takeRoutine(3, 10)!.readings.map((r) => r.seq)).toEqual([5]);
+    expect(b.takeRoutine(5, 10)).toBeNull();
+    b.ack([4, 1]);
+    expect(b.stats()).toMatchObject({ depth: 3, alarms: 0 });
+    b.close();
+  });
+
+  it('past the cap drops the oldest routine readings first, never events or alarms, and counts it', () => {
+    const file = join(tmp(), 'b.sqlite');
+    const clock = createManualClock();
+    let b = openSqliteBuffer({ file, maxRecords: 100, clock });
+    b.append([alarm(0), event(1)]);
+    for (let i = 2; i < 150; i++) b.append([reading(i)]);
+    const s = b.stats();
+    expect(s.depth).toBe(100);
+    expect(s.dropped).toBe(50);
+    const alarms = b.takeAlarms(0, 10);
+    expect(alarms).toHaveLength(1);
+    const rest = b.takeRoutine(0, 1000)!;
+    expect(rest.events.map((e) => e.seq)).toEqual([2]);
+    // the survivors are the newest readings: values 52..149
+    expect(rest.readings[0]!.value).toBe(52);
+    expect(rest.readings.at(-1)!.value).toBe(149);
+    b.close();
+    b = openSqliteBuffer({ file, maxRecords: 100, clock });
+    expect(b.stats().dropped).toBe(50);
+    // only events: the cap is exceeded rather than an event lost
+    for (let i = 0; i < 120; i++) b.append([event(1000 + i)]);
+    expect(b.stats().depth).toBe(122);
+    expect(b.takeRoutine(0, 1000)!.readings).toHaveLength(0);
+    b.close();
+  });
+
+  it('reports the age of the oldest record', async () => {
+    const clock = createManualClock();
+    const b = openSqliteBuffer({ file: join(tmp(), 'b.sqlite'), maxRecords: 100, clock });
+    b.append([reading(1)]);
+    await clock.advance(30_000);
+    b.append([reading(2)]);
+    expect(b.stats().oldestAgeMs).toBe(30_000);
+    b.close();
+  });
+});

@@ -1,0 +1,63 @@
+// What the gateway needs of the device-drivers module, behind one small interface so tests can
+// inject a kit of their own. The default kit is device-drivers/index.ts, loaded on first use.
+import type { DeviceBrokerHandle, DeviceDriver, DeviceSpec, DriverContext } from '../device-drivers/types.ts';
+import type { Logger } from '../contract/index.ts';
+
+/** The part of a device profile the gateway uses: protocol and reporting policy. */
+export interface ProfileInfo {
+  id: string;
+  protocol: string;
+  description?: { zh: string; en: string };
+  poll: {
+    /** ms */
+    interval: number;
+    /** metric → smallest change forwarded */
+    deadband: Record<string, number>;
+    /** ms: every metric is sent at least this often */
+    integrity: number;
+  };
+}
+
+export interface DeviceBroker {
+  port: number;
+  handle: DeviceBrokerHandle;
+  close(): Promise<void>;
+}
+
+export interface DriverKit {
+  loadProfiles(): Promise<ProfileInfo[]>;
+  createDriver(spec: DeviceSpec, ctx: DriverContext): Promise<DeviceDriver>;
+  startDeviceBroker?(opts: {
+    port: number;
+    host: string;
+    authenticate(username: string, password: string): string | null | Promise<string | null>;
+    log: Logger;
+  }): Promise<DeviceBroker>;
+}
+
+let defaultKit: Promise<DriverKit> | undefined;
+
+/** device-drivers/index.ts as a DriverKit (imported lazily, so the edge loads without it in unit tests). */
+export function loadDefaultDriverKit(): Promise<DriverKit> {
+  defaultKit ??= (async () => {
+    const path = '../device-drivers/index.ts';
+    const mod = (await import(path)) as Record<string, unknown>;
+    const need = ['loadProfiles', 'createDriver'];
+    const missing = need.filter((n) => typeof mod[n] !== 'function');
+    if (missing.length) throw new Error(`device-drivers/index.ts does not export ${missing.join(', ')}`);
+    return {
+      loadProfiles: mod.loadProfiles as DriverKit['loadProfiles'],
+      createDriver: mod.createDriver as DriverKit['createDriver'],
+      startDeviceBroker: typeof mod.startDeviceBroker === 'function' ? (mod.startDeviceBroker as DriverKit['startDeviceBroker']) : undefined,
+    };
+  })();
+  defaultKit.catch(() => (defaultKit = undefined));
+  return defaultKit;
+}
+
+/** URL schemes each protocol accepts (DeviceSpec.url). */
+export const URL_SCHEMES: Record<string, string[]> = {
+  modbus: ['modbus-tcp:', 'modbus-rtu:'],
+  onvif: ['onvif:'],
+  mqtt: ['mqtt:'],
+};

@@ -1,0 +1,201 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  buildTopic, eventBatchSchema, gatewayStatusSchema, parsePayload, readingBatchSchema, silentLogger, commandResultSchema,
+  type DeviceEvent, type Reading,
+} from '../contract/index.ts';
+import { createGateway, parseEdgeConfig, type Gateway } from './index.ts';
+import { createManualClock, scriptedKit, scriptedProfile, startMosquitto, type ManualClock, type MosquittoHandle, type ScriptedDevice } from './testing.ts';
+
+const COUNTY = '370102';
+const SITE = '37/3701/370102/3737000001';
+let broker: MosquittoHandle;
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'xiaoan-gw-'));
+  dirs.push(d);
+  return d;
+};
+beforeAll(async () => {
+  broker = await startMosquitto(tmp());
+});
+afterAll(async () => {
+  await broker.stop();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+interface Collected { readings: Reading[]; events: DeviceEvent[]; status: unknown[]; results: unknown[]; order: string[] }
+async function subscriber(gatewayId: string): Promise<{ client: MqttClient; got: Collected }> {
+  const got: Collected = { readings: [], events: [], status: [], results: [], order: [] };
+  const client = await mqtt.connectAsync(broker.url, { clientId: `sub-${gatewayId}-${Math.random().toString(16).slice(2)}`, clean: true });
+  const base = buildTopic({ county: COUNTY, gatewayId, channel: 'readings' }).replace(/\/readings$/, '');
+  client.on('message', (topic, payload) => {
+    const ch = topic.slice(base.length + 1);
+    got.order.push(ch);
+    if (ch === 'readings') { const r = parsePayload(readingBatchSchema, payload); if (!r.ok) throw new Error(r.error); got.readings.push(...r.value.readings); }
+    if (ch === 'events') { const r = parsePayload(eventBatchSchema, payload); if (!r.ok) throw new Error(r.error); got.events.push(...r.value.events); }
+    if (ch === 'status') { const r = parsePayload(gatewayStatusSchema, payload); if (!r.ok) throw new Error(r.error); got.status.push(r.value); }
+    if (ch === 'cmd-result') { const r = parsePayload(commandResultSchema, payload); if (!r.ok) throw new Error(r.error); got.results.push(r.value); }
+  });
+  await client.subscribeAsync(`${base}/#`, { qos: 1 });
+  return { client, got };
+}
+
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const profiles = [
+  scriptedProfile('temp-test', { interval: 5000, deadband: { temperature: 0.5 }, integrity: 60_000 }),
+  scriptedProfile('gate-test', { interval: 30_000, integrity: 300_000 }, 'mqtt'),
+];
+
+let n = 0;
+async function makeGateway(devices: Record<string, ScriptedDevice>, over: Record<string, unknown> = {}) {
+  const clock: ManualClock = createManualClock();
+  const gatewayId = `gw-test-${++n}-${process.pid}`;
+  const cfg = parseEdgeConfig({
+    gatewayId, county: COUNTY, site: SITE,
+    uplink: { url: broker.url, password: 'x', reconnectMs: 200 },
+    dataDir: tmp(),
+    http: { port: 0 },
+    deviceBroker: { port: 0 },
+    devices: [],
+    ...over,
+  });
+  const gw = await createGateway(cfg, { clock, log: silentLogger, drivers: scriptedKit(profiles, devices, clock), random: () => 0.5 });
+  return { gw, clock, gatewayId };
+}
+
+const gateways: Gateway[] = [];
+const clients: MqttClient[] = [];
+afterEach(async () => {
+  for (const g of gateways.splice(0)) await g.stop();
+  for (const c of clients.splice(0)) await c.endAsync();
+});
+
+describe('gateway', () => {
+  it('polls on schedule, applies the deadband and integrity report, and forwards with seq over QoS 1', async () => {
+    const temps = [20, 20.1, 20.2, 21, 21.1];
+    const dev: ScriptedDevice = { writes: [], poll: (i, now) => [{ kind: 'reading', metric: 'temperature', value: temps[Math.min(i, temps.length - 1)]!, ts: now, quality: 'good' }] };
+    const { gw, clock, gatewayId } = await makeGateway({ 'temp-1': dev }, { devices: [{ id: 'temp-1', profile: 'temp-test', url: 'modbus-tcp://127.0.0.1:1502?unit=1' }] });
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    await gw.start();
+    await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+    // jitter source 0.5: first poll at half an interval, then every interval exactly
+    await clock.advance(2500 + 4 * 5000);
+    await until(() => got.readings.length >= 2, 'readings');
+    // 20 sent, 20.1 and 20.2 inside the 0.5 deadband, 21 sent, 21.1 inside
+    expect(got.readings.map((r) => r.value)).toEqual([20, 21]);
+    expect(got.readings.map((r) => r.seq)).toEqual([1, 2]);
+    expect(got.readings[0]).toMatchObject({ device: 'temp-1', metric: 'temperature', quality: 'good' });
+    // integrity: after 60 s the unchanged value is sent again
+    await clock.advance(60_000);
+    await until(() => got.readings.length >= 3, 'integrity report');
+    expect(got.readings[2]!.value).toBe(21.1);
+    await until(() => gw.status().buffer.depth === 0, 'buffer drained after PUBACK');
+    expect(gw.status().buffer.acked).toBe(3);
+    // retained birth lists the device with its expected interval
+    const birth = got.status.find((s) => (s as { state: string }).state === 'online') as { devices: Array<{ id: string; expectedIntervalMs: number }> };
+    expect(birth.devices).toEqual([expect.objectContaining({ id: 'temp-1', expectedIntervalMs: 60_000, state: 'online' })]);
+    const metrics = gw.metrics();
+    expect(metrics).toMatch(new RegExp(`xiaoan_edge_uplink_up\\{gateway="${gatewayId}"\\} 1`));
+    expect(metrics).toMatch(/xiaoan_edge_readings_suppressed_total\{gateway="[^"]+",device="temp-1"\} 14/);
+  });
+
+  it('publishes device health changes as events and alarms from push devices', async () => {
+    const t: ScriptedDevice = { writes: [], poll: (_i, now) => [{ kind: 'reading', metric: 'temperature', value: 20, ts: now, quality: 'good' }] };
+    const gate: ScriptedDevice = { writes: [], push: true };
+    const { gw, clock, gatewayId } = await makeGateway({ 'temp-1': t, 'gate-1': gate }, {
+      devices: [
+        { id: 'temp-1', profile: 'temp-test', url: 'modbus-tcp://127.0.0.1:1502?unit=1' },
+        { id: 'gate-1', profile: 'gate-test', url: 'mqtt://gate-1', password: 'gate-secret-1' },
+      ],
+    });
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    await gw.start();
+    await clock.advance(3000);
+    t.failing = true;
+    await clock.advance(15_000);
+    t.failing = false;
+    await clock.advance(5000);
+    gate.pushFn!({ kind: 'event', type: 'gate.forced_open', ts: clock.now(), priority: 'alarm', data: { door: 'east' } });
+    await until(() => got.events.some((e) => e.type === 'gate.forced_open') && got.events.filter((e) => e.type.startsWith('device.')).length >= 3, 'events');
+    expect(got.events.filter((e) => e.device === 'temp-1').map((e) => e.type)).toEqual(['device.degraded', 'device.offline', 'device.online']);
+    expect(got.events.find((e) => e.type === 'gate.forced_open')).toMatchObject({ priority: 'alarm', device: 'gate-1', data: { door: 'east' } });
+    expect(gw.registry.verifyPassword('gate-1', 'gate-secret-1')).toBe(true);
+    expect(gw.registry.verifyPassword('gate-1', 'wrong-password')).toBe(false);
+  });
+
+  it('sends new alarms ahead of a backlog that replays at a bounded rate', async () => {
+    const { gw, clock, gatewayId } = await makeGateway({}, { uplink: { url: broker.url, password: 'x', batchSize: 500, inflight: 2 }, buffer: { replayPerSecond: 1000 } });
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    // a backlog of 5000 readings written before the uplink exists
+    for (let i = 0; i < 10; i++) gw.inject(Array.from({ length: 500 }, (_, k) => ({ kind: 'reading' as const, device: 'temp-1', metric: 'temperature', ts: clock.now(), value: i * 500 + k, quality: 'good' as const })));
+    await gw.start();
+    await until(() => got.readings.length >= 1000, 'first second of backlog');
+    // the rate holds: without the clock moving, nothing more than one second's worth is sent
+    await new Promise((r) => setTimeout(r, 300));
+    expect(got.readings.length).toBe(1000);
+    gw.inject([{ kind: 'event', device: 'smoke-1', type: 'smoke.alarm', ts: clock.now(), priority: 'alarm', data: {} }]);
+    await until(() => got.events.length === 1, 'alarm');
+    expect(got.readings.length).toBe(1000);
+    for (let s = 2; s <= 5; s++) {
+      await clock.advance(1000);
+      await until(() => got.readings.length >= s * 1000, `second ${s}`);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(got.readings.length).toBe(s * 1000);
+    }
+    expect(got.readings.map((r) => r.value)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+    expect(got.events[0]!.seq).toBe(5001);
+  });
+
+  it('answers downlink commands, refuses stale, replayed and disallowed ones, and audits each', async () => {
+    const gate: ScriptedDevice = { writes: [], push: true };
+    const { gw, clock, gatewayId } = await makeGateway({ 'gate-1': gate }, {
+      devices: [{ id: 'gate-1', profile: 'gate-test', url: 'mqtt://gate-1', password: 'gate-secret-1' }],
+      commands: { allow: ['device.write', 'rebirth'] },
+    });
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    await gw.start();
+    await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+    await new Promise((r) => setTimeout(r, 200)); // command subscription in place
+    const cmd = (kind: string) => buildTopic({ county: COUNTY, gatewayId, channel: 'cmd', sub: kind });
+    const base = { v: 1, issuedBy: 'desk@37/3701/370102/3737000001', issuedAt: clock.now() };
+    await client.publishAsync(cmd('device.write'), JSON.stringify({ ...base, id: 'c1', kind: 'device.write', device: 'gate-1', point: 'release', value: 'fire' }), { qos: 1 });
+    await client.publishAsync(cmd('device.write'), JSON.stringify({ ...base, id: 'c1', kind: 'device.write', device: 'gate-1', point: 'release', value: 'fire' }), { qos: 1 });
+    await client.publishAsync(cmd('device.write'), JSON.stringify({ ...base, id: 'c2', kind: 'device.write', device: 'gate-1', point: 'release', value: 'x', issuedAt: clock.now() - 3_600_000 }), { qos: 1 });
+    await client.publishAsync(cmd('device.upsert'), JSON.stringify({ ...base, id: 'c3', kind: 'device.upsert', device: { id: 'x' } }), { qos: 1 });
+    await client.publishAsync(cmd('rebirth'), JSON.stringify({ ...base, id: 'c4', kind: 'device.write', device: 'gate-1', point: 'unlock', value: 5 }), { qos: 1 });
+    await client.publishAsync(cmd('device.write'), '{not json', { qos: 1 });
+    await client.publishAsync(cmd('device.write'), JSON.stringify({ ...base, id: 'c5', kind: 'device.write', device: 'nope', point: 'unlock', value: 5 }), { qos: 1 });
+    await until(() => got.results.length >= 6, 'results');
+    const byId = (id: string) => got.results.filter((r) => (r as { id: string }).id === id) as Array<{ ok: boolean; message: string }>;
+    expect(gate.writes).toEqual([{ point: 'release', value: 'fire' }]);
+    expect(byId('c1').map((r) => r.ok)).toEqual([true, false]);
+    expect(byId('c1')[1]!.message).toMatch(/already handled/);
+    expect(byId('c2')[0]).toMatchObject({ ok: false, message: expect.stringMatching(/stale/) });
+    expect(byId('c3')[0]).toMatchObject({ ok: false, message: expect.stringMatching(/does not accept device.upsert/) });
+    expect(byId('c4')[0]).toMatchObject({ ok: false, message: expect.stringMatching(/kind/) });
+    expect(byId('c5')[0]).toMatchObject({ ok: false, message: expect.stringMatching(/not enrolled/) });
+    const audit = gw.registry.auditLog();
+    expect(audit).toHaveLength(7);
+    expect(audit.find((a) => a.id === 'c1' && a.ok)).toMatchObject({ kind: 'device.write', issuedBy: base.issuedBy, detail: { device: 'gate-1', point: 'release', value: 'fire' } });
+    expect(gw.metrics()).toMatch(/xiaoan_edge_commands_total\{gateway="[^"]+",kind="device.write",outcome="accepted"\} 1/);
+  });
+});

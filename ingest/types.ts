@@ -1,0 +1,37 @@
+// Ingest seams (pinned): what listeners receive, how commands go down to gateways.
+import type { Command, CommandResult, DeviceEvent, GatewayStatus, Reading } from '../contract/index.ts';
+
+export interface StoredBatch {
+  gateway: { id: string; orgPath: string; county: string };
+  /** only records new to the database (never a redelivered duplicate) */
+  readings: Reading[];
+  events: DeviceEvent[];
+}
+
+export interface BatchListener {
+  name: string;
+  onStored(batch: StoredBatch): Promise<void>;
+  onGatewayStatus?(status: GatewayStatus & { orgPath: string }): Promise<void>;
+}
+
+export interface CommandSender {
+  send(gatewayId: string, command: Command, timeoutMs?: number): Promise<CommandResult>;
+}
+
+/** Why an uplink message went to the dead-letter table. */
+export const DEAD_LETTER_REASONS = [
+  'topic',            // topic does not parse / wrong channel
+  'not_json',         // payload is not JSON
+  'schema',           // breaks the contract schema (or an unsupported wire version)
+  'unknown_gateway',  // gateway id not registered centrally
+  'gateway_mismatch', // gateway id in the payload differs from the topic, or the topic's region is not the gateway's
+  'storage',          // the database refused the data itself (not a connection fault)
+] as const;
+export type DeadLetterReason = (typeof DEAD_LETTER_REASONS)[number];
+
+export interface GatewayInfo {
+  id: string;
+  orgPath: string;
+  county: string;
+  name: string;
+}

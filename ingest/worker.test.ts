@@ -1,0 +1,187 @@
+// The ingest worker against the embedded central broker (aedes, MQTT 3.1.1) on PGlite and on
+// PostgreSQL; real MQTT clients stand in for gateways.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mqtt, { type MqttClient } from 'mqtt';
+import { buildTopic, type Command, type EventBatch, type ReadingBatch } from '../contract/index.ts';
+import { createTestDatabase, ENGINES, type TestDatabase } from '../test/support/databases.ts';
+import { openStore, type Store } from './store.ts';
+import { startCentralBroker, type CentralBroker } from './broker.ts';
+import { createIngestWorker, type IngestWorker } from './worker.ts';
+import { scopeOf } from './scope.ts';
+import type { BatchListener, StoredBatch } from './types.ts';
+
+const SCHOOL_A = '37/3701/370102/3737000001';
+const SCHOOL_B = '37/3701/370103/3737000002';
+const topicA = (channel: 'readings' | 'events' | 'status' | 'cmd-result') => buildTopic({ county: '370102', gatewayId: 'gw-a', channel });
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as T;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function connectGateway(url: string, id: string, password: string, will?: { topic: string; payload: string }): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const c = mqtt.connect(url, {
+      clientId: `${id}-test-${Math.random().toString(16).slice(2, 8)}`, username: id, password, protocolVersion: 4, reconnectPeriod: 0,
+      ...(will ? { will: { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: true } } : {}),
+    });
+    c.once('connect', () => resolve(c));
+    c.once('error', (e) => { c.end(true); reject(e); });
+  });
+}
+
+const pub = (c: MqttClient, topic: string, payload: string | object) =>
+  c.publishAsync(topic, typeof payload === 'string' ? payload : JSON.stringify(payload), { qos: 1 });
+
+describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) => {
+  let t: TestDatabase;
+  let store: Store;
+  let broker: CentralBroker;
+  let worker: IngestWorker;
+  const stored: StoredBatch[] = [];
+  const statuses: string[] = [];
+  const listener: BatchListener = {
+    name: 'probe',
+    async onStored(b) { stored.push(b); },
+    async onGatewayStatus(s) { statuses.push(`${s.gateway}:${s.state}:${s.orgPath}`); },
+  };
+  const failing: BatchListener = { name: 'always-fails', async onStored() { throw new Error('boom'); } };
+  let gw: MqttClient;
+
+  beforeAll(async () => {
+    t = await createTestDatabase(engine);
+    store = await openStore(t.db);
+    await store.seedOrgTree({ demo: true });
+    await store.registerGateway({ id: 'gw-a', county: '370102', orgPath: SCHOOL_A, password: 'gw-a-password' });
+    await store.registerGateway({ id: 'gw-b', county: '370103', orgPath: SCHOOL_B, password: 'gw-b-password' });
+    broker = await startCentralBroker({ port: 0, store, serviceAccounts: [{ username: 'ingest', password: 'ingest-password' }] });
+    worker = await createIngestWorker({
+      store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '37', shareGroup: 'g1',
+      listeners: [failing, listener],
+    });
+    await worker.start();
+    gw = await connectGateway(broker.url, 'gw-a', 'gw-a-password', {
+      topic: topicA('status'), payload: JSON.stringify({ v: 1, gateway: 'gw-a', state: 'offline', ts: Date.now() }),
+    });
+  });
+  afterAll(async () => {
+    gw?.end(true);
+    await worker?.stop();
+    await broker?.close();
+    await store?.close();
+    await t?.drop();
+  });
+
+  it('falls back to MQTT 3.1.1 on aedes and is connected', () => {
+    const s = worker.stats();
+    expect(s.protocolVersion).toBe(4);
+    expect(s.lanes.readings.state).toBe('connected');
+  });
+
+  it('refuses a wrong gateway password', async () => {
+    await expect(connectGateway(broker.url, 'gw-a', 'nope-nope')).rejects.toThrow(/[Bb]ad username or password|Not authorized|refused/);
+  });
+
+  it('learns devices from the birth and tells listeners once', async () => {
+    await pub(gw, topicA('status'), {
+      v: 1, gateway: 'gw-a', state: 'online', ts: Date.now(),
+      devices: [{ id: 'smoke-1', profile: 'smoke-photoelectric-generic', state: 'online', lastSeen: null, expectedIntervalMs: 60_000 }],
+    });
+    await until('device', async () => (await store.queries.listDevices(scopeOf(SCHOOL_A))).length === 1);
+    await until('status listener', () => statuses.includes(`gw-a:online:${SCHOOL_A}`));
+  });
+
+  it('stores readings exactly once, acknowledges, and hands listeners only new records', async () => {
+    const now = Date.now();
+    const batch = (seqs: number[]): ReadingBatch => ({
+      v: 1, gateway: 'gw-a', sentAt: now,
+      readings: seqs.map((seq) => ({ seq, device: 'smoke-1', metric: 'smoke_density', ts: now - 1000 + seq, value: seq / 100, quality: 'good' })),
+    });
+    await pub(gw, topicA('readings'), batch([1, 2, 3]));
+    await pub(gw, topicA('readings'), batch([2, 3, 4])); // a redelivery overlapping a new record
+    await until('stored', () => worker.stats().stored.readings === 4);
+    const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-a'");
+    expect(n.rows[0]!.n).toBe(4);
+    expect(worker.stats().duplicates.readings).toBe(2);
+    await until('listener', () => stored.flatMap((b) => b.readings).length === 4);
+    expect(stored.flatMap((b) => b.readings.map((r) => r.seq)).sort()).toEqual([1, 2, 3, 4]);
+    expect(stored[0]!.gateway).toEqual({ id: 'gw-a', orgPath: SCHOOL_A, county: '370102' });
+    expect(worker.stats().listenerErrors['always-fails']).toBeGreaterThan(0);
+  });
+
+  it('stores alarm events and passes them on', async () => {
+    const ev: EventBatch = {
+      v: 1, gateway: 'gw-a', sentAt: Date.now(),
+      events: [{ seq: 100, device: 'smoke-1', type: 'smoke.alarm', ts: Date.now(), priority: 'alarm', drill: true, data: { density: 0.3 } }],
+    };
+    await pub(gw, topicA('events'), ev);
+    await until('event listener', () => stored.some((b) => b.events.some((e) => e.seq === 100 && e.drill)));
+    await pub(gw, topicA('events'), ev);
+    await until('dup counted', () => worker.stats().duplicates.events === 1);
+    expect(stored.flatMap((b) => b.events)).toHaveLength(1);
+  });
+
+  it('dead-letters bad input with its reason and goes on', async () => {
+    const before = worker.stats().deadLetters.total;
+    const svc = await connectGateway(broker.url, 'ingest', 'ingest-password'); // a service account may publish anywhere
+    await pub(gw, topicA('readings'), 'not json {');
+    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: Date.now(), readings: [{ seq: 5, device: 'smoke-1', metric: 'Bad Metric', ts: 1, value: 1 }] });
+    await pub(gw, topicA('readings'), { v: 2, gateway: 'gw-a', sentAt: Date.now(), readings: [] });
+    await pub(svc, buildTopic({ county: '370102', gatewayId: 'gw-zz', channel: 'readings' }), { v: 1, gateway: 'gw-zz', sentAt: Date.now(), readings: [{ seq: 1, device: 'd', metric: 'm', ts: Date.now(), value: 1 }] });
+    await pub(svc, topicA('readings'), { v: 1, gateway: 'gw-b', sentAt: Date.now(), readings: [{ seq: 1, device: 'd', metric: 'm', ts: Date.now(), value: 1 }] });
+    await pub(svc, buildTopic({ county: '370103', gatewayId: 'gw-a', channel: 'readings' }), { v: 1, gateway: 'gw-a', sentAt: Date.now(), readings: [{ seq: 1, device: 'd', metric: 'm', ts: Date.now(), value: 1 }] });
+    await pub(svc, 'xiaoan/v1/37/3701/370100/gw-a/readings', 'x'); // county 370100 is the city itself
+    // the stream goes on after the poison
+    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: Date.now(), readings: [{ seq: 6, device: 'smoke-1', metric: 'smoke_density', ts: Date.now(), value: 0.01 }] });
+    svc.end(true);
+    await until('dead letters', () => worker.stats().deadLetters.total - before === 7);
+    await until('stream goes on', () => worker.stats().stored.readings === 5);
+    const rows = await store.queries.deadLetters(scopeOf('37'));
+    const reasons = rows.map((r) => r.reason).sort();
+    expect(reasons).toEqual(['gateway_mismatch', 'gateway_mismatch', 'not_json', 'schema', 'schema', 'topic', 'unknown_gateway']);
+    expect(rows.find((r) => r.reason === 'schema' && r.detail.includes('metric'))?.detail).toMatch(/readings\[0\]\.metric/);
+    // the school sees its own dead letters, the other school none of them
+    expect((await store.queries.deadLetters(scopeOf(SCHOOL_A))).length).toBeGreaterThanOrEqual(4);
+    expect(await store.queries.deadLetters(scopeOf(SCHOOL_B))).toEqual([]);
+    expect(worker.stats().deadLetters.byReason).toMatchObject({ not_json: 1, unknown_gateway: 1 });
+  });
+
+  it('keeps a gateway to its own topics', async () => {
+    // gw-a publishing as gw-b: the broker refuses (aedes closes the connection for a refused publish)
+    const sneaky = await connectGateway(broker.url, 'gw-a', 'gw-a-password');
+    const other = buildTopic({ county: '370103', gatewayId: 'gw-b', channel: 'readings' });
+    sneaky.publish(other, JSON.stringify({ v: 1, gateway: 'gw-b', sentAt: Date.now(), readings: [{ seq: 77, device: 'x', metric: 'm', ts: Date.now(), value: 1 }] }), { qos: 0 });
+    const granted = await sneaky.subscribeAsync(buildTopic({ county: '370103', gatewayId: 'gw-b', channel: 'cmd', sub: '#' }), { qos: 1 }).catch(() => []);
+    sneaky.end(true);
+    expect(granted.every((g) => g.qos === 128)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-b'");
+    expect(n.rows[0]!.n).toBe(0);
+  });
+
+  it('sends a command and awaits its result; times out when nobody answers', async () => {
+    await gw.subscribeAsync(buildTopic({ county: '370102', gatewayId: 'gw-a', channel: 'cmd', sub: '#' }), { qos: 1 });
+    gw.on('message', (topic, payload) => {
+      if (!topic.includes('/cmd/')) return;
+      const cmd = JSON.parse(payload.toString()) as Command;
+      void pub(gw, topicA('cmd-result'), { v: 1, id: cmd.id, ok: true, message: `did ${cmd.kind}`, ts: Date.now() });
+    });
+    const cmd: Command = { v: 1, id: 'c-1', kind: 'device.write', device: 'gate-1', point: 'unlock', value: true, issuedBy: 'desk', issuedAt: Date.now() };
+    const r = await worker.commands.send('gw-a', cmd, 5000);
+    expect(r).toMatchObject({ id: 'c-1', ok: true, message: 'did device.write' });
+    await expect(worker.commands.send('gw-b', { ...cmd, id: 'c-2' }, 300)).rejects.toThrow(/did not answer/);
+    await expect(worker.commands.send('gw-zz', { ...cmd, id: 'c-3' }, 300)).rejects.toThrow(/not registered/);
+  });
+
+  it('marks the gateway offline when its last will fires', async () => {
+    gw.stream.destroy(); // a crash, not a clean disconnect
+    await until('offline', async () => (await store.queries.listGateways(scopeOf(SCHOOL_A)))[0]?.state === 'offline');
+    await until('offline listener', () => statuses.includes(`gw-a:offline:${SCHOOL_A}`));
+    expect((await store.queries.listDevices(scopeOf(SCHOOL_A))).every((d) => d.state === 'offline')).toBe(true);
+  });
+});

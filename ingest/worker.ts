@@ -1,0 +1,567 @@
+// The ingest worker: consumes one region's uplink from the broker, validates it against the
+// contract, dead-letters what is wrong (with the reason and a counter), stores every record exactly
+// once on (gateway, seq), acknowledges each message only after its data is committed, and then hands
+// the newly stored records to the listeners (rules, InfluxDB).
+//
+// Three MQTT connections ("lanes") so that nothing urgent waits behind bulk:
+//   events   — event batches (alarms); their own connection, their own commits
+//   readings — reading batches; many messages are gathered into one COPY
+//   control  — gateway status (retained; not shared, so every worker learns it at start) and
+//              command results; commands are published here
+// With MQTT 5, events and readings are shared subscriptions ($share/{group}/…), so several workers
+// split one region. MQTT 3.1.1 brokers (the embedded aedes) get plain subscriptions.
+
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import {
+  commandResultSchema,
+  commandSchema,
+  describeZodError,
+  eventBatchSchema,
+  gatewayStatusSchema,
+  parsePayload,
+  parseTopic,
+  readingBatchSchema,
+  regionFilter,
+  regionPath,
+  buildTopic,
+  parseRegionCode,
+  silentLogger,
+  systemClock,
+  type Clock,
+  type Command,
+  type CommandResult,
+  type DeviceEvent,
+  type EventBatch,
+  type GatewayStatus,
+  type Logger,
+  type ReadingBatch,
+  type TopicParts,
+} from '../contract/index.ts';
+import { Lane, type InboundMessage, type LaneState } from './mqtt-lane.ts';
+import { recordKey, type NewKeys, type SinkError } from './postgres/writer.ts';
+import type { Store } from './store.ts';
+import type { BatchListener, CommandSender, DeadLetterReason, GatewayInfo, StoredBatch } from './types.ts';
+
+export interface IngestWorkerOptions {
+  store: Store;
+  brokerUrl: string;
+  username: string;
+  password: string;
+  /** region code this worker serves: '37' (province), '3701' (city) or '370102' (county) */
+  region: string;
+  /** MQTT 5 shared-subscription group; workers with the same group split the region's traffic */
+  shareGroup?: string;
+  listeners: BatchListener[];
+  log?: Logger;
+  clock?: Clock;
+  /** client id prefix; give a stable one in production so a restarted worker resumes its session */
+  clientId?: string;
+  /** 5 (default, falls back to 4 when the broker only speaks 3.1.1) or 4 */
+  protocolVersion?: 4 | 5;
+  batch?: {
+    /** records per commit (default 20,000) */
+    maxRecords?: number;
+    /** records held in memory before the worker stops reading from the broker (default 100,000) */
+    highWaterRecords?: number;
+    /** unacknowledged messages the broker may have in flight to each lane (default 1,000) */
+    receiveMaximum?: number;
+  };
+  retry?: { minMs?: number; maxMs?: number };
+  reconnectPeriodMs?: number;
+  /** for mqtts:// brokers: PEM contents of the CA, client certificate and key */
+  tls?: { ca?: Buffer | string; cert?: Buffer | string; key?: Buffer | string; rejectUnauthorized?: boolean };
+}
+
+export interface IngestStats {
+  lanes: Record<'events' | 'readings' | 'control', { state: LaneState; connects: number; held: number; lastError: string | null }>;
+  protocolVersion: 4 | 5;
+  received: { readings: number; events: number; status: number; commandResults: number };
+  stored: { readings: number; events: number };
+  duplicates: { readings: number; events: number };
+  deadLetters: { total: number; byReason: Record<string, number> };
+  commits: { readings: number; events: number };
+  lastCommit: { records: number; ms: number } | null;
+  pendingRecords: number;
+  /** retryable storage failures so far (database down, restarting…) */
+  storageRetries: number;
+  storage: 'ok' | 'retrying';
+  listenerErrors: Record<string, number>;
+  /** age of the newest stored batch when it was committed (now − sentAt), ms */
+  lagMs: number | null;
+}
+
+export interface IngestWorker {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  stats(): IngestStats;
+  commands: CommandSender;
+}
+
+export class CommandTimeoutError extends Error {
+  readonly retryable = true;
+  constructor(readonly gatewayId: string, readonly commandId: string, ms: number) {
+    super(`gateway ${gatewayId} did not answer command ${commandId} within ${ms} ms (网关未在时限内应答命令); it may be offline — try again later`);
+    this.name = 'CommandTimeoutError';
+  }
+}
+
+interface Pending<T> {
+  gateway: GatewayInfo;
+  batch: T;
+  sentAt: number;
+  msg: InboundMessage;
+  count: number;
+}
+
+const GATEWAY_CACHE_MS = 60_000;
+const UNKNOWN_CACHE_MS = 5_000;
+
+export async function createIngestWorker(opts: IngestWorkerOptions): Promise<IngestWorker> {
+  const log = (opts.log ?? silentLogger).child('ingest');
+  const clock = opts.clock ?? systemClock;
+  const store = opts.store;
+  parseRegionCode(opts.region);
+  const maxRecords = opts.batch?.maxRecords ?? 20_000;
+  const highWater = opts.batch?.highWaterRecords ?? 100_000;
+  const receiveMaximum = opts.batch?.receiveMaximum ?? 1000;
+  const retryMin = opts.retry?.minMs ?? 200;
+  const retryMax = opts.retry?.maxMs ?? 5_000;
+  const idBase = opts.clientId ?? `xiaoan-ingest-${hostname().replace(/[^A-Za-z0-9._-]/g, '')}-${opts.region}-${randomBytes(3).toString('hex')}`;
+
+  const stats = {
+    received: { readings: 0, events: 0, status: 0, commandResults: 0 },
+    stored: { readings: 0, events: 0 },
+    duplicates: { readings: 0, events: 0 },
+    deadLetters: { total: 0, byReason: {} as Record<string, number> },
+    commits: { readings: 0, events: 0 },
+    lastCommit: null as { records: number; ms: number } | null,
+    storageRetries: 0,
+    storage: 'ok' as 'ok' | 'retrying',
+    listenerErrors: {} as Record<string, number>,
+    lagMs: null as number | null,
+  };
+
+  let stopping = false;
+  let protocolVersion: 4 | 5 = opts.protocolVersion ?? 5;
+  const lanes: Partial<Record<'events' | 'readings' | 'control', Lane>> = {};
+
+  // ---- gateways known centrally (cached) ----
+  const gatewayCache = new Map<string, { info: GatewayInfo | null; at: number }>();
+  async function gatewayOf(id: string): Promise<GatewayInfo | null> {
+    const c = gatewayCache.get(id);
+    const now = clock.now();
+    if (c && now - c.at < (c.info ? GATEWAY_CACHE_MS : UNKNOWN_CACHE_MS)) return c.info;
+    const info = await store.getGateway(id);
+    gatewayCache.set(id, { info, at: now });
+    return info;
+  }
+
+  // ---- retry helper: storage faults are retried until they succeed or the worker stops ----
+  const sleep = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
+  async function withRetry<T>(unit: string, fn: () => Promise<T>): Promise<T> {
+    let delay = retryMin;
+    let failed = false;
+    for (;;) {
+      try {
+        const out = await fn();
+        if (failed) {
+          if (stats.storage === 'retrying') log.info('storage back (数据库已恢复)', { unit });
+          stats.storage = 'ok';
+        }
+        return out;
+      } catch (e) {
+        const err = e as SinkError;
+        if (err.retryable === false || stopping) throw e;
+        stats.storageRetries++;
+        failed = true;
+        if (stats.storage !== 'retrying') log.warn('storage unavailable; holding messages unacknowledged and retrying (数据库不可用，重试中)', { unit, error: err.message, code: err.code });
+        stats.storage = 'retrying';
+        await sleep(delay);
+        delay = Math.min(retryMax, delay * 2);
+      }
+    }
+  }
+
+  // ---- dead letters ----
+  async function deadLetter(m: InboundMessage, reason: DeadLetterReason, detail: string, gatewayId: string | null, orgPath: string | null) {
+    stats.deadLetters.total++;
+    stats.deadLetters.byReason[reason] = (stats.deadLetters.byReason[reason] ?? 0) + 1;
+    log.warn('message dead-lettered (消息转入死信表)', { reason, topic: m.topic, detail: detail.slice(0, 300) });
+    try {
+      await withRetry('dead-letters', () => store.recordDeadLetter({ topic: m.topic, gatewayId, orgPath, reason, detail, payload: m.payload }));
+      m.settle();
+    } catch (e) {
+      log.error('could not record dead letter; message left unacknowledged', { error: (e as Error).message });
+    }
+  }
+
+  // ---- listeners: events first, readings after, each listener its own fault unit ----
+  const dispatch = {
+    events: [] as StoredBatch[],
+    readings: [] as StoredBatch[],
+    running: false,
+    waiters: [] as Array<() => void>,
+  };
+  const MAX_DISPATCH_BACKLOG = 64;
+  async function callListeners(batch: StoredBatch) {
+    for (const l of opts.listeners) {
+      try {
+        await l.onStored(batch);
+      } catch (e) {
+        stats.listenerErrors[l.name] = (stats.listenerErrors[l.name] ?? 0) + 1;
+        log.child(l.name).error('listener failed on a stored batch; the batch stays stored', { error: e as Error, gateway: batch.gateway.id });
+      }
+    }
+  }
+  function enqueueStored(kind: 'events' | 'readings', b: StoredBatch) {
+    dispatch[kind].push(b);
+    if (dispatch.running) return;
+    dispatch.running = true;
+    void (async () => {
+      for (;;) {
+        const next = dispatch.events.shift() ?? dispatch.readings.shift();
+        if (!next) break;
+        await callListeners(next);
+        if (dispatch.readings.length < MAX_DISPATCH_BACKLOG) {
+          const w = dispatch.waiters;
+          dispatch.waiters = [];
+          for (const f of w) f();
+        }
+      }
+      dispatch.running = false;
+      const w = dispatch.waiters;
+      dispatch.waiters = [];
+      for (const f of w) f();
+    })();
+  }
+  const listenersCaughtUp = () =>
+    dispatch.readings.length < MAX_DISPATCH_BACKLOG ? Promise.resolve() : new Promise<void>((r) => dispatch.waiters.push(r));
+
+  // ---- batching writers (one for readings, one for events, independent) ----
+  let pendingRecords = 0;
+  const saturated = () => pendingRecords >= highWater;
+  const resumeLanes = () => {
+    if (!saturated()) for (const l of Object.values(lanes)) l?.resume();
+  };
+
+  function makeWriter<T extends ReadingBatch | EventBatch>(kind: 'readings' | 'events') {
+    const queue: Pending<T>[] = [];
+    let flushing = false;
+    let idle: Array<() => void> = [];
+    const records = (b: T) => (kind === 'readings' ? (b as ReadingBatch).readings : (b as EventBatch).events) as Array<{ seq: number }>;
+
+    async function write(items: Pending<T>[]): Promise<NewKeys> {
+      if (kind === 'readings') {
+        return store.sink.writeReadings(items.map((p) => ({ gatewayId: p.gateway.id, readings: (p.batch as ReadingBatch).readings })));
+      }
+      return store.sink.writeEvents(items.map((p) => ({ gatewayId: p.gateway.id, events: (p.batch as EventBatch).events })));
+    }
+
+    async function commit(items: Pending<T>[]): Promise<void> {
+      const started = clock.now();
+      let keys: NewKeys;
+      try {
+        keys = await withRetry(kind, () => write(items));
+      } catch (e) {
+        if (stopping) throw e;
+        // Not a connection fault: the data itself was refused. Store message by message, so one
+        // poison message is dead-lettered and the others are kept.
+        log.warn('batch refused by the database; storing message by message', { error: (e as Error).message, code: (e as SinkError).code });
+        if (items.length === 1) {
+          const p = items[0]!;
+          pendingRecords -= p.count;
+          await deadLetter(p.msg, 'storage', `database refused the batch: ${(e as Error).message} (SQLSTATE ${(e as SinkError).code ?? '?'})`, p.gateway.id, p.gateway.orgPath);
+          return;
+        }
+        for (const p of items) await commit([p]);
+        return;
+      }
+      const count = items.reduce((n, p) => n + p.count, 0);
+      stats.commits[kind]++;
+      stats.lastCommit = { records: count, ms: clock.now() - started };
+      stats.stored[kind] += keys.size;
+      stats.duplicates[kind] += count - keys.size;
+      stats.lagMs = clock.now() - Math.min(...items.map((p) => p.sentAt));
+      pendingRecords -= count;
+      for (const p of items) p.msg.settle();
+      resumeLanes();
+      // Listeners get only the records that were new, grouped by gateway.
+      const byGateway = new Map<string, StoredBatch>();
+      for (const p of items) {
+        const fresh = records(p.batch).filter((r) => keys.has(recordKey(p.gateway.id, r.seq)));
+        if (fresh.length === 0) continue;
+        let b = byGateway.get(p.gateway.id);
+        if (!b) {
+          b = { gateway: { id: p.gateway.id, orgPath: p.gateway.orgPath, county: p.gateway.county }, readings: [], events: [] };
+          byGateway.set(p.gateway.id, b);
+        }
+        if (kind === 'readings') b.readings.push(...(fresh as ReadingBatch['readings']));
+        else b.events.push(...(fresh as DeviceEvent[]));
+      }
+      for (const b of byGateway.values()) {
+        if (kind === 'events') {
+          // alarms first within the batch as well
+          b.events.sort((x, y) => (x.priority === y.priority ? 0 : x.priority === 'alarm' ? -1 : 1));
+        }
+        enqueueStored(kind, b);
+      }
+    }
+
+    async function loop() {
+      flushing = true;
+      try {
+        while (queue.length > 0 && !stopping) {
+          if (kind === 'readings') await listenersCaughtUp();
+          const take: Pending<T>[] = [];
+          let n = 0;
+          while (queue.length > 0 && (take.length === 0 || n + queue[0]!.count <= maxRecords)) {
+            const p = queue.shift()!;
+            take.push(p);
+            n += p.count;
+          }
+          try {
+            await commit(take);
+          } catch (e) {
+            log.error('commit abandoned (worker stopping); messages stay unacknowledged', { error: (e as Error).message });
+          }
+        }
+      } finally {
+        flushing = false;
+        const w = idle;
+        idle = [];
+        for (const f of w) f();
+      }
+    }
+
+    return {
+      push(p: Pending<T>) {
+        queue.push(p);
+        pendingRecords += p.count;
+        // Group commit: whatever arrives while a commit runs goes into the next one.
+        if (!flushing) {
+          flushing = true;
+          setImmediate(() => void loop());
+        }
+      },
+      drained(): Promise<void> {
+        return !flushing && queue.length === 0 ? Promise.resolve() : new Promise((r) => idle.push(r));
+      },
+      size: () => queue.length,
+    };
+  }
+
+  const readingsWriter = makeWriter<ReadingBatch>('readings');
+  const eventsWriter = makeWriter<EventBatch>('events');
+
+  // ---- commands ----
+  const pendingCommands = new Map<string, { gatewayId: string; resolve: (r: CommandResult) => void; reject: (e: Error) => void; timer: unknown }>();
+  const commands: CommandSender = {
+    async send(gatewayId, command: Command, timeoutMs = 10_000) {
+      const parsed = commandSchema.safeParse(command);
+      if (!parsed.success) throw new Error(`command for ${gatewayId} is not valid: ${describeZodError(parsed.error)}`);
+      const gw = await gatewayOf(gatewayId);
+      if (!gw) throw new Error(`gateway ${gatewayId} is not registered centrally (网关未登记); register it first`);
+      const lane = lanes.control;
+      if (!lane || lane.state !== 'connected') {
+        throw Object.assign(new Error(`ingest worker is not connected to the broker; command ${command.id} not sent — try again`), { retryable: true });
+      }
+      if (pendingCommands.has(command.id)) throw new Error(`command id ${command.id} is already awaiting an answer`);
+      const topic = buildTopic({ county: gw.county, gatewayId, channel: 'cmd', sub: command.kind });
+      const result = new Promise<CommandResult>((resolve, reject) => {
+        const timer = clock.setTimeout(() => {
+          pendingCommands.delete(command.id);
+          reject(new CommandTimeoutError(gatewayId, command.id, timeoutMs));
+        }, timeoutMs);
+        pendingCommands.set(command.id, { gatewayId, resolve, reject, timer });
+      });
+      try {
+        await lane.publish(topic, JSON.stringify(parsed.data), 1);
+      } catch (e) {
+        const p = pendingCommands.get(command.id);
+        if (p) {
+          clock.clearTimeout(p.timer);
+          pendingCommands.delete(command.id);
+        }
+        throw e;
+      }
+      log.info('command sent', { gateway: gatewayId, id: command.id, kind: command.kind });
+      return result;
+    },
+  };
+
+  // ---- inbound ----
+  async function handle(m: InboundMessage): Promise<void> {
+    let parts: TopicParts;
+    try {
+      parts = parseTopic(m.topic);
+    } catch (e) {
+      return deadLetter(m, 'topic', (e as Error).message, null, null);
+    }
+    const region = regionPath(parts.county);
+    if (parts.channel === 'cmd-result') return handleCommandResult(m, parts);
+    if (parts.channel === 'cmd') return m.settle(); // our own downlink echoed by a broad filter
+    const schema =
+      parts.channel === 'readings' ? readingBatchSchema : parts.channel === 'events' ? eventBatchSchema : gatewayStatusSchema;
+    // An empty retained message only clears a retained status: nothing to store.
+    if (parts.channel === 'status' && m.payload.length === 0) return m.settle();
+    let gw: GatewayInfo | null;
+    try {
+      gw = await withRetry('gateways', () => gatewayOf(parts.gatewayId));
+    } catch (e) {
+      log.error('gateway lookup failed; message left unacknowledged', { error: (e as Error).message });
+      return;
+    }
+    // Dead letters of a known gateway belong to its school; otherwise to the topic's county.
+    const where = gw && gw.county === parts.county ? gw.orgPath : region;
+    const parsed = parsePayload(schema as typeof readingBatchSchema, m.payload);
+    if (!parsed.ok) {
+      const reason = parsed.error.startsWith('payload is not JSON') ? 'not_json' : 'schema';
+      return deadLetter(m, reason, `${parts.channel}: ${parsed.error}`, parts.gatewayId, where);
+    }
+    const body = parsed.value as ReadingBatch | EventBatch | GatewayStatus;
+    if (!gw) {
+      return deadLetter(m, 'unknown_gateway', `gateway ${parts.gatewayId} is not registered centrally (网关未登记); register it with its county and org path`, parts.gatewayId, region);
+    }
+    if (body.gateway !== parts.gatewayId) {
+      return deadLetter(m, 'gateway_mismatch', `payload says gateway "${body.gateway}" but the topic says "${parts.gatewayId}"`, parts.gatewayId, gw.orgPath);
+    }
+    if (parts.county !== gw.county) {
+      return deadLetter(m, 'gateway_mismatch', `gateway ${gw.id} is registered in county ${gw.county}, not ${parts.county} of the topic`, gw.id, region);
+    }
+    if (parts.channel === 'readings') {
+      const b = body as ReadingBatch;
+      stats.received.readings += b.readings.length;
+      readingsWriter.push({ gateway: gw, batch: b, sentAt: b.sentAt, msg: m, count: b.readings.length });
+    } else if (parts.channel === 'events') {
+      const b = body as EventBatch;
+      stats.received.events += b.events.length;
+      eventsWriter.push({ gateway: gw, batch: b, sentAt: b.sentAt, msg: m, count: b.events.length });
+    } else {
+      stats.received.status++;
+      await handleStatus(m, body as GatewayStatus);
+    }
+  }
+
+  async function handleStatus(m: InboundMessage, status: GatewayStatus) {
+    // A last will carries the time its gateway connected; what counts is when it fired.
+    const effective = status.state === 'offline' ? { ...status, ts: Math.max(status.ts, clock.now()) } : status;
+    let applied: { orgPath: string; county: string } | null;
+    try {
+      applied = await withRetry('status', () => store.applyGatewayStatus(effective));
+    } catch (e) {
+      log.error('could not apply gateway status; left unacknowledged', { gateway: status.gateway, error: (e as Error).message });
+      return;
+    }
+    m.settle();
+    if (!applied) return;
+    log.info('gateway status', { gateway: status.gateway, state: status.state, devices: status.devices?.length });
+    for (const l of opts.listeners) {
+      if (!l.onGatewayStatus) continue;
+      try {
+        await l.onGatewayStatus({ ...effective, orgPath: applied.orgPath });
+      } catch (e) {
+        stats.listenerErrors[l.name] = (stats.listenerErrors[l.name] ?? 0) + 1;
+        log.child(l.name).error('listener failed on a gateway status', { error: e as Error, gateway: status.gateway });
+      }
+    }
+  }
+
+  function handleCommandResult(m: InboundMessage, parts: TopicParts) {
+    stats.received.commandResults++;
+    m.settle();
+    const parsed = parsePayload(commandResultSchema, m.payload);
+    if (!parsed.ok) {
+      void deadLetter(m, parsed.error.startsWith('payload is not JSON') ? 'not_json' : 'schema', `cmd-result: ${parsed.error}`, parts.gatewayId, regionPath(parts.county));
+      return;
+    }
+    const p = pendingCommands.get(parsed.value.id);
+    if (!p || p.gatewayId !== parts.gatewayId) return; // another worker's command
+    pendingCommands.delete(parsed.value.id);
+    clock.clearTimeout(p.timer);
+    p.resolve(parsed.value);
+  }
+
+  function onMessage(m: InboundMessage) {
+    handle(m).catch((e) => log.error('message handling failed; left unacknowledged', { topic: m.topic, error: e as Error }));
+  }
+
+  // ---- connections ----
+  const shared = (filter: string) => (protocolVersion === 5 && opts.shareGroup ? `$share/${opts.shareGroup}/${filter}` : filter);
+  async function openLane(name: 'events' | 'readings' | 'control', subs: () => string[]): Promise<Lane> {
+    return Lane.open({
+      name,
+      url: opts.brokerUrl,
+      clientId: `${idBase}-${name}`,
+      username: opts.username,
+      password: opts.password,
+      protocolVersion,
+      clean: protocolVersion === 4 ? !opts.clientId : false,
+      receiveMaximum,
+      subscriptions: subs,
+      onMessage,
+      saturated,
+      log: log.child(name),
+      reconnectPeriodMs: opts.reconnectPeriodMs,
+      tls: opts.tls,
+    });
+  }
+
+  async function openAll() {
+    lanes.events = await openLane('events', () => [shared(regionFilter(opts.region, 'events'))]);
+    lanes.readings = await openLane('readings', () => [shared(regionFilter(opts.region, 'readings'))]);
+    lanes.control = await openLane('control', () => [regionFilter(opts.region, 'status'), regionFilter(opts.region, 'cmd-result')]);
+  }
+
+  return {
+    commands,
+    async start() {
+      stopping = false;
+      try {
+        await openAll();
+      } catch (e) {
+        const code = (e as { code?: number }).code;
+        // 1 (3.1.1: unacceptable protocol version) / 132 (5: unsupported protocol version)
+        if (protocolVersion === 5 && opts.protocolVersion === undefined && (code === 1 || code === 132)) {
+          for (const l of Object.values(lanes)) await l?.close();
+          protocolVersion = 4;
+          if (opts.shareGroup) log.warn('broker speaks MQTT 3.1.1 only: no shared subscription; run one worker per region', { shareGroup: opts.shareGroup });
+          await openAll();
+        } else {
+          for (const l of Object.values(lanes)) await l?.close();
+          throw e;
+        }
+      }
+      log.info('ingest worker started', { region: opts.region, protocolVersion, shareGroup: opts.shareGroup ?? null });
+    },
+    async stop() {
+      // Finish what is being committed, then disconnect; what is not committed stays unacknowledged.
+      await Promise.race([Promise.all([readingsWriter.drained(), eventsWriter.drained()]), sleep(10_000)]);
+      stopping = true;
+      for (const l of Object.values(lanes)) await l?.close();
+      for (const [id, p] of pendingCommands) {
+        clock.clearTimeout(p.timer);
+        p.reject(new Error(`ingest worker stopped before gateway ${p.gatewayId} answered command ${id}`));
+      }
+      pendingCommands.clear();
+    },
+    stats(): IngestStats {
+      const lane = (l?: Lane) => ({ state: l?.state ?? ('closed' as LaneState), connects: l?.connects ?? 0, held: l?.heldCount() ?? 0, lastError: l?.lastError ?? null });
+      return {
+        lanes: { events: lane(lanes.events), readings: lane(lanes.readings), control: lane(lanes.control) },
+        protocolVersion,
+        received: { ...stats.received },
+        stored: { ...stats.stored },
+        duplicates: { ...stats.duplicates },
+        deadLetters: { total: stats.deadLetters.total, byReason: { ...stats.deadLetters.byReason } },
+        commits: { ...stats.commits },
+        lastCommit: stats.lastCommit,
+        pendingRecords,
+        storageRetries: stats.storageRetries,
+        storage: stats.storage,
+        listenerErrors: { ...stats.listenerErrors },
+        lagMs: stats.lagMs,
+      };
+    },
+  };
+}
