@@ -45,6 +45,8 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const flag = (n: string, d: number) => (args.includes(`--${n}`) ? Number(args[args.indexOf(`--${n}`) + 1]) : d);
 const seconds = flag('seconds', quick ? 2.5 : 10);
+// cases alternate in rounds, so load from other processes on a shared machine falls on all alike
+const rounds = flag('rounds', quick ? 2 : 5);
 const concurrency = flag('concurrency', 4);
 
 function cpuOf(pid: number): number {
@@ -53,8 +55,9 @@ function cpuOf(pid: number): number {
   return ((Number(f[11]) + Number(f[12])) / 100) * 1000;
 }
 
-async function startChild(cmd: string, argv: string[]): Promise<ChildProcess> {
-  const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startChild(cmd: string, argv: string[], quietStderr = false): Promise<ChildProcess> {
+  // pymodbus logs every closed connection at ERROR level; its stderr is noise here
+  const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', quietStderr ? 'ignore' : 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${cmd} did not start`)), 20_000);
     p.stdout!.on('data', (d) => d.toString().includes('READY') && (clearTimeout(t), resolve()));
@@ -66,7 +69,7 @@ async function startChild(cmd: string, argv: string[]): Promise<ChildProcess> {
 
 interface Row { peer: string; client: string; points: number; seconds: number; pointsPerSec: number; requestsPerSec: number; cpuMsPer1000: number; peerCpuMsPer1000: number }
 
-async function measure(peer: string, port: number, peerPid: number, client: 'xiaoan-driver' | 'modbus-serial-raw'): Promise<Row> {
+async function measure(peer: string, port: number, peerPid: number, client: 'xiaoan-driver' | 'modbus-serial-raw', seconds: number): Promise<Row> {
   const stopAt = () => performance.now() >= t0 + seconds * 1000;
   let points = 0;
   let requests = 0;
@@ -126,20 +129,45 @@ const rows: Row[] = [];
 const children: ChildProcess[] = [];
 try {
   const pyPort = await freePort();
-  const py = await startChild('/usr/bin/python3', [join(HERE, '..', 'device-drivers', 'modbus', 'testdata', 'pymodbus_peer.py'), 'tcp', String(pyPort), '1']);
+  const py = await startChild('/usr/bin/python3', [join(HERE, '..', 'device-drivers', 'modbus', 'testdata', 'pymodbus_peer.py'), 'tcp', String(pyPort), '1'], true);
   children.push(py);
   const simPort = await freePort();
   const sim = await startChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve-sim', String(simPort)]);
   children.push(sim);
 
-  console.log(`Modbus TCP polling, ${POINTS} points per poll (2 coalesced FC 4 requests), ${concurrency} connections, ${seconds} s per case${quick ? ' (quick)' : ''}`);
+  console.log(`Modbus TCP polling, ${POINTS} points per poll (2 coalesced FC 4 requests), ${concurrency} connections, ${seconds} s per case in ${rounds} alternating rounds${quick ? ' (quick)' : ''}`);
   console.log('peer               client              points/s   requests/s   driver CPU ms/1000 pts   peer CPU ms/1000 pts');
-  for (const [name, port, pid] of [['pymodbus 3.0', pyPort, py.pid!], ['xiaoan simulator', simPort, sim.pid!]] as const) {
-    for (const client of ['modbus-serial-raw', 'xiaoan-driver'] as const) {
-      const r = await measure(name, port, pid, client);
-      rows.push(r);
-      console.log(`${r.peer.padEnd(18)} ${r.client.padEnd(19)} ${String(r.pointsPerSec).padStart(8)}   ${String(r.requestsPerSec).padStart(10)}   ${String(r.cpuMsPer1000).padStart(22)}   ${String(r.peerCpuMsPer1000).padStart(20)}`);
+  const cases = [['pymodbus 3.0', pyPort, py.pid!], ['xiaoan simulator', simPort, sim.pid!]] as const;
+  const sums = new Map<string, Row>();
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, port, pid] of cases) {
+      for (const client of ['modbus-serial-raw', 'xiaoan-driver'] as const) {
+        const r = await measure(name, port, pid, client, seconds / rounds);
+        const key = `${name}|${client}`;
+        const acc = sums.get(key);
+        if (!acc) sums.set(key, { ...r, cpuMsPer1000: (r.cpuMsPer1000 * r.points) / 1000, peerCpuMsPer1000: (r.peerCpuMsPer1000 * r.points) / 1000, requestsPerSec: r.requestsPerSec * r.seconds });
+        else {
+          acc.points += r.points;
+          acc.seconds += r.seconds;
+          acc.cpuMsPer1000 += (r.cpuMsPer1000 * r.points) / 1000;
+          acc.peerCpuMsPer1000 += (r.peerCpuMsPer1000 * r.points) / 1000;
+          acc.requestsPerSec += r.requestsPerSec * r.seconds;
+        }
+      }
     }
+  }
+  for (const acc of sums.values()) {
+    // sums of CPU ms and requests → rates over the whole run
+    const r: Row = {
+      ...acc,
+      seconds: Number(acc.seconds.toFixed(2)),
+      pointsPerSec: Math.round(acc.points / acc.seconds),
+      requestsPerSec: Math.round(acc.requestsPerSec / acc.seconds),
+      cpuMsPer1000: Number(((acc.cpuMsPer1000 / acc.points) * 1000).toFixed(3)),
+      peerCpuMsPer1000: Number(((acc.peerCpuMsPer1000 / acc.points) * 1000).toFixed(3)),
+    };
+    rows.push(r);
+    console.log(`${r.peer.padEnd(18)} ${r.client.padEnd(19)} ${String(r.pointsPerSec).padStart(8)}   ${String(r.requestsPerSec).padStart(10)}   ${String(r.cpuMsPer1000).padStart(22)}   ${String(r.peerCpuMsPer1000).padStart(20)}`);
   }
   const get = (peer: string, client: string) => rows.find((r) => r.peer === peer && r.client === client)!;
   for (const peer of ['pymodbus 3.0', 'xiaoan simulator']) {
@@ -147,7 +175,7 @@ try {
     const drv = get(peer, 'xiaoan-driver');
     console.log(`${peer}: the driver reaches ${((drv.pointsPerSec / raw.pointsPerSec) * 100).toFixed(0)} % of raw modbus-serial throughput; decoding and health add ${(drv.cpuMsPer1000 - raw.cpuMsPer1000).toFixed(3)} ms CPU per 1000 points`);
   }
-  console.log(JSON.stringify({ bench: 'modbus', quick, concurrency, pointsPerPoll: POINTS, rows }));
+  console.log(JSON.stringify({ bench: 'modbus', quick, concurrency, rounds, pointsPerPoll: POINTS, rows }));
 } finally {
   for (const c of children) c.kill('SIGTERM');
 }

@@ -235,7 +235,7 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
   }
 
   api.route('GET', '/api/stream', 'alerts.read', async (ctx) => {
-    api.live.attach(ctx.res, ctx.principal.scope, ctx.principal.user.username);
+    api.live.attach(ctx.res, ctx.principal.scope, ctx.principal.user.username, ctx.token);
   });
 
   // ---- devices and readings ------------------------------------------------------------------
@@ -277,6 +277,40 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
       throw e;
     }
     sendJson(ctx.res, 200, { device, metric, from, to, readings });
+  });
+
+  // Events (gate passages, visitor check-ins, alarms). Student movement and visitor records are
+  // sensitive personal information (PIPL art. 28): every read of them is audited.
+  api.route('GET', '/api/events', 'readings.read', async (ctx) => {
+    if (!store.queries.events) throw new ApiError(503, 'not_available', { zh: '事件查询不可用', en: 'event queries are not available' });
+    const q = ctx.url.searchParams;
+    const device = q.get('device') ?? undefined;
+    if (device !== undefined && !deviceIdSchema.safeParse(device).success) throw badRequest('bad_device', `参数 device="${device}" 不是设备编号`, `parameter device="${device}" is not a device id`);
+    const type = q.get('type') ?? undefined;
+    if (type !== undefined && !/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/.test(type)) throw badRequest('bad_type', `参数 type="${type}" 须为事件类型，如 gate.forced_open`, `parameter type="${type}" must be an event type such as gate.forced_open`);
+    const now = api.clock.now();
+    const to = parseTime(q.get('to'), 'to', now);
+    const from = parseTime(q.get('from'), 'from', to - 24 * 3600_000);
+    if (from >= to) throw badRequest('bad_range', 'from 须早于 to', 'from must be before to');
+    const scope = siteScope(ctx);
+    const events = (await store.queries.events(scope, { device, type, from, to, limit: 1000 })) as { type: string; orgPath: string; data: Record<string, unknown> }[];
+    const sensitive = events.filter((e) => /^(visitor|gate)\./.test(e.type));
+    if (sensitive.length) {
+      await audit(api, ctx, 'read.sensitive_events', type ?? '(all)', scope.orgPath, { count: sensitive.length, types: [...new Set(sensitive.map((e) => e.type))], from, to });
+    }
+    sendJson(ctx.res, 200, { events });
+  });
+
+  api.route('GET', '/api/audit', 'audit.read', async (ctx) => {
+    const params: unknown[] = [];
+    // Entries about the admin's subtree (and logins of users in it).
+    const where = scopeSql(ctx.principal.scope, 'org_path', params);
+    const r = await api.db.query<Record<string, unknown>>(
+      `select id::float8 as id, (extract(epoch from at) * 1000)::float8 as at, username, role, action, target, org_path, detail
+         from audit_log where ${where} order by id desc limit 500`,
+      params,
+    );
+    sendJson(ctx.res, 200, { entries: r.rows.map((x) => ({ ...x, id: Number(x.id), at: Math.round(Number(x.at)) })) });
   });
 
   closers.push(...(await registerDeviceApi(api, deps)));

@@ -15,11 +15,11 @@ describe('rules page in Chromium', () => {
     await stack.seedSmokeHistory(2, [0.12, 0.18, 0.25]);
     browser = await launchBrowser();
     page = await browser.newPage({ viewport: { width: 1280, height: 1000 }, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
-  });
+  }, 180_000);
   afterAll(async () => {
     await browser?.close();
     await stack?.close();
-  });
+  }, 180_000);
 
   it('runs a backtest and shows how many alerts each threshold would have raised', async () => {
     await loginAs(page, stack.server.url, 'author', TEST_PASSWORD);

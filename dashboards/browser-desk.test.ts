@@ -18,11 +18,11 @@ describe('alarm console in Chromium', () => {
     browser = await launchBrowser();
     page = await browser.newPage({ viewport: { width: 1280, height: 900 }, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
     other = await browser.newPage({ viewport: { width: 1280, height: 700 } });
-  });
+  }, 180_000);
   afterAll(async () => {
     await browser?.close();
     await stack?.close();
-  });
+  }, 180_000);
 
   it('refuses a wrong password on the form', async () => {
     await page.goto(stack.server.url + '/');

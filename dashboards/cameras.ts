@@ -154,7 +154,9 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
   // The JSMpeg player for the browser, served from its package (no copy in the repository).
   api.route('GET', '/api/vendor/jsmpeg.js', null, async (ctx) => {
     const { readFile } = await import('node:fs/promises');
-    const file = require.resolve('@cycjimmy/jsmpeg-player/dist/jsmpeg-player.umd.min.js');
+    // the package's exports map hides the UMD build; it sits beside the CommonJS entry
+    const { dirname, join } = await import('node:path');
+    const file = join(dirname(require.resolve('@cycjimmy/jsmpeg-player')), 'jsmpeg-player.umd.min.js');
     const body = await readFile(file);
     ctx.res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'max-age=86400', 'content-length': body.length });
     ctx.res.end(body);
@@ -201,7 +203,7 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
     sendJson(ctx.res, 200, { streams: hub.active(), started: hub.started() });
   });
 
-  api.upgrade('/api/cameras/', 'cameras.view', (req: IncomingMessage, socket: Socket, head: Buffer, principal) => {
+  api.upgrade('/api/cameras/', 'cameras.view', (req: IncomingMessage, socket: Socket, head: Buffer, principal, token) => {
     const m = /^\/api\/cameras\/([^/]+)\/([^/]+)\/live$/.exec(new URL(req.url ?? '/', 'http://x').pathname);
     const refuse = (status: number, text: string) => {
       socket.write(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
@@ -218,6 +220,11 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
       await audit(api, { principal, remote: req.socket.remoteAddress ?? '' }, 'camera.live', `${gatewayId}/${deviceId}`, cam.orgPath);
       wss.handleUpgrade(req, socket, head, (ws) => {
         ws.on('message', () => {}); // viewers only receive
+        // A view ends with its session (logout, expiry).
+        const check = api.clock.setInterval(() => {
+          api.sessions.lookup(token).then((s) => { if (!s) ws.close(4001, 'session ended'); }, () => {});
+        }, 15_000);
+        ws.on('close', () => api.clock.clearInterval(check));
         hub.watch(ws, cam, url).catch((e) => {
           api.log.error('camera stream failed', { camera: `${gatewayId}/${deviceId}`, error: (e as Error).message });
           ws.close(1011, 'stream failed');

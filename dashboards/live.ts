@@ -26,10 +26,11 @@ interface Client {
   res: ServerResponse;
   scope: Scope;
   username: string;
+  token: string;
 }
 
 export interface LiveHub {
-  attach(res: ServerResponse, scope: Scope, username: string): void;
+  attach(res: ServerResponse, scope: Scope, username: string, token: string): void;
   clients(): number;
   close(): Promise<void>;
 }
@@ -41,6 +42,8 @@ export async function createLiveHub(opts: {
   /** reads the full alert through the client's scope; null when not visible */
   fetchAlert(scope: Scope, id: string): Promise<unknown | null>;
   heartbeatMs?: number;
+  /** whether a session is still valid; a stream whose session ended (logout, expiry) is closed */
+  sessionValid?(token: string): Promise<boolean>;
 }): Promise<LiveHub> {
   const { clock, log } = opts;
   const clients = new Set<Client>();
@@ -89,11 +92,22 @@ export async function createLiveHub(opts: {
   });
 
   const heartbeat = clock.setInterval(() => {
-    for (const c of clients) write(c, `: heartbeat ${clock.now()}\n\n`);
+    for (const c of clients) {
+      write(c, `: heartbeat ${clock.now()}\n\n`);
+      opts.sessionValid?.(c.token).then(
+        (ok) => {
+          if (ok || !clients.has(c)) return;
+          clients.delete(c);
+          write(c, `event: logout\ndata: {}\n\n`);
+          c.res.end();
+        },
+        () => {},
+      );
+    }
   }, opts.heartbeatMs ?? 15_000);
 
   return {
-    attach(res, scope, username) {
+    attach(res, scope, username, token) {
       res.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-store',
@@ -101,7 +115,7 @@ export async function createLiveHub(opts: {
         'x-accel-buffering': 'no',
       });
       res.write(`retry: 3000\nevent: hello\ndata: ${JSON.stringify({ scope: scope.orgPath, at: clock.now() })}\n\n`);
-      const c: Client = { res, scope, username };
+      const c: Client = { res, scope, username, token };
       clients.add(c);
       res.on('close', () => clients.delete(c));
     },

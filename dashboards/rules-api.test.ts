@@ -9,10 +9,10 @@ describe('rules API', () => {
   beforeAll(async () => {
     stack = await startStack({ rules: true });
     await stack.seedSmokeHistory(2, [0.12, 0.18, 0.25]);
-  });
+  }, 180_000);
   afterAll(async () => {
     await stack?.close();
-  });
+  }, 180_000);
 
   it('backtests a threshold range: fewer alerts as the threshold rises', async () => {
     const author = new Client(stack.server.url);

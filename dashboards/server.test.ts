@@ -91,11 +91,11 @@ describe.each(ENGINES)('dashboards server on %s', (engine) => {
     await seedTestUsers(t.db);
     alerting = standInAlerting(t);
     server = await createDashboardServer({ store, alerting, db: t.db, log: silentLogger, port: 0, heartbeatMs: 100, loginLimit: { maxFailures: 3 } });
-  });
+  }, 180_000);
   afterAll(async () => {
     await server?.close();
     await t?.drop();
-  });
+  }, 180_000);
 
   it('refuses a wrong password with the error shape, and logs in with the right one', async () => {
     const c = new Client(server.url);
@@ -226,11 +226,15 @@ describe.each(ENGINES)('dashboards server on %s', (engine) => {
     await sb.close();
   });
 
-  it('logs out: the session no longer works', async () => {
+  it('logs out: the session no longer works and its live stream ends', async () => {
     const desk = new Client(server.url);
     await desk.login('desk');
+    const s = await openStream(server.url, desk.cookie);
+    expect(await s.waitFor(() => s.events.some((e) => e.event === 'hello'))).toBe(true);
     expect((await desk.post('/api/logout')).status).toBe(200);
     expect((await desk.get('/api/me')).status).toBe(401);
+    expect(await s.waitFor(() => s.events.some((e) => e.event === 'logout'))).toBe(true);
+    await s.close();
   });
 
   it('serves the web app, refuses path traversal, answers unknown endpoints with the error shape', async () => {

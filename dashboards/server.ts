@@ -47,7 +47,7 @@ export interface ApiRouter {
   clearCookie(): string;
   limiter: ReturnType<typeof createLoginLimiter>;
   /** Register a WebSocket upgrade handler (camera live view); auth is checked before it runs. */
-  upgrade(prefix: string, permission: Permission, handler: (req: IncomingMessage, socket: Socket, head: Buffer, principal: Principal) => void): void;
+  upgrade(prefix: string, permission: Permission, handler: (req: IncomingMessage, socket: Socket, head: Buffer, principal: Principal, token: string) => void): void;
 }
 
 const WEB_ROOT = fileURLToPath(new URL('./web/', import.meta.url));
@@ -62,12 +62,16 @@ const TYPES: Record<string, string> = {
   '.wav': 'audio/wav',
 };
 
+// The JSMpeg player bundle (@cycjimmy/jsmpeg-player 6.1.2) injects two <style> elements (an empty
+// one, then its CSS); their hashes are allowed so nothing inline else is.
+const JSMPEG_STYLE_HASHES = "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' 'sha256-lRyplcblLyRa4o+ZUBNzXETDGwKXzgKgrWbiYOwfTLg='";
+
 const SECURITY_HEADERS = {
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'same-origin',
   'x-frame-options': 'DENY',
   'content-security-policy':
-    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    `default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; connect-src 'self' ws: wss:; style-src 'self' ${JSMPEG_STYLE_HASHES}; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'`,
 };
 
 const unauthorized = () =>
@@ -99,6 +103,7 @@ export async function createDashboardServer(opts: DashboardServerOptions): Promi
       return alert ? (await withDevices(opts.store, scope, [alert as Record<string, unknown>]))[0] : null;
     },
     heartbeatMs: opts.heartbeatMs,
+    sessionValid: async (token) => (await sessions.lookup(token)) !== null,
   });
   const secure = opts.secureCookies ? '; Secure' : '';
 
@@ -254,7 +259,7 @@ export async function createDashboardServer(opts: DashboardServerOptions): Promi
       .then((who) => {
         if (!who) return refuse(401, 'Unauthorized');
         if (!can(who.principal.role, entry.permission)) return refuse(403, 'Forbidden');
-        entry.handler(req, socket, head, who.principal);
+        entry.handler(req, socket, head, who.principal, who.token);
       })
       .catch((e) => {
         log.error('upgrade failed', { error: (e as Error).message });

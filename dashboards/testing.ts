@@ -172,7 +172,7 @@ export async function startStack(opts: {
   if (opts.rules) {
     const lib = await import('../rules/index.ts');
     const { createRulesService } = await import('./rules-api.ts');
-    extras.rules = await createRulesService({ db: t.db, store, alerting, lib: lib as never, initial: rules, clock: { now: () => Date.now() } as never, log: silentLogger });
+    extras.rules = await createRulesService({ db: t.db, store, alerting, lib, initial: rules, clock: { now: () => Date.now() } as never, log: silentLogger });
   }
   const server = await createDashboardServer({ store, alerting, db: t.db, log: silentLogger, port: 0, extras, commands: opts.commands });
   let seq = 1;

@@ -174,7 +174,7 @@ run usermod -a -G dialout "$SERVICE_USER"
 say "4/8 program in $PREFIX/app (production dependencies only)"
 run rm -rf "$PREFIX/app.new"
 run mkdir -p "$PREFIX/app.new"
-for item in package.json package-lock.json tsconfig.json bin cli contract device-drivers edge ingest rules dashboards; do
+for item in package.json package-lock.json tsconfig.json bin cli contract device-drivers edge ingest rules dashboards docs deploy; do
   [ -e "$SOURCE_DIR/$item" ] && run cp -a "$SOURCE_DIR/$item" "$PREFIX/app.new/"
 done
 run find "$PREFIX/app.new" -name '*.test.ts' -delete

@@ -26,7 +26,7 @@ export const PRIORITIES = ['alarm', 'normal'] as const;
 /** Event types that need a person now: they carry priority `alarm` unless a profile says otherwise. */
 export const ALARM_EVENT_TYPES = new Set(['smoke.alarm', 'gas.alarm', 'gate.forced_open', 'button.pressed', 'visitor.watchlist']);
 
-export const CATEGORIES = ['fire', 'gas', 'environment', 'water', 'access', 'emergency', 'visitor', 'video'] as const;
+export const CATEGORIES = ['fire', 'gas', 'environment', 'water', 'access', 'emergency', 'visitor', 'video', 'linkage'] as const;
 
 const pollSchema = z.strictObject({
   interval: durationSchema,
@@ -74,8 +74,10 @@ const modbusPointSchema = edgeEventSchema.extend({
   scale: z.number().default(1),
   offset: z.number().default(0),
   unit: z.string().optional(),
-  /** bit fields: each bit is a bool with its own name and events */
+  /** bit fields: each bit is a bool with its own name and events (in coils/discrete inputs: consecutive bits) */
   bits: z.array(bitSchema).optional(),
+  /** coil or discrete-input bit fields: how many consecutive bits (default: highest bit + 1) */
+  count: z.number().int().min(1).max(1968).optional(),
   /** enumerations: raw value → label; `events` maps a label to the event emitted on entering it */
   enum: z.record(z.string(), z.string()).optional(),
   events: z.record(z.string(), eventTypeSchema).optional(),
@@ -188,6 +190,11 @@ export function registerCount(p: { type: string; raw?: RegisterType }): number {
   return t === 'int32' || t === 'uint32' || t === 'float32' ? 2 : 1;
 }
 
+/** Bits a coil / discrete-input bit field spans. */
+export function bitFieldWidth(p: { count?: number; bits?: Array<{ bit: number }> }): number {
+  return p.count ?? Math.max(0, ...(p.bits ?? []).map((b) => b.bit)) + 1;
+}
+
 /** Consistency checks a schema cannot express; each returns `path: message`. */
 export function profileProblems(p: Profile): string[] {
   const out: string[] = [];
@@ -202,11 +209,12 @@ export function profileProblems(p: Profile): string[] {
         names.add(n);
       }
       const isBitTable = pt.table === 'coil' || pt.table === 'discrete';
-      if (isBitTable && pt.type !== 'bool') out.push(`${at}: ${pt.table} points are type bool`);
+      if (isBitTable && pt.type !== 'bool' && pt.type !== 'bitfield') out.push(`${at}: ${pt.table} points are type bool (or bitfield over consecutive bits)`);
+      if (pt.count !== undefined && !(isBitTable && pt.type === 'bitfield')) out.push(`${at}: count is for bit fields in coils or discrete inputs`);
       if (!isBitTable && pt.type === 'bool') out.push(`${at}: a bool in a ${pt.table} register needs type bitfield with bits`);
       if (pt.type === 'bitfield' && !pt.bits?.length) out.push(`${at}: bitfield needs bits`);
       if (pt.type === 'bitfield') {
-        const width = registerCount(pt) * 16;
+        const width = isBitTable ? bitFieldWidth(pt) : registerCount(pt) * 16;
         for (const b of pt.bits ?? []) if (b.bit >= width) out.push(`${at}: bit ${b.bit} is outside a ${width}-bit field`);
       }
       if (pt.type === 'enum' && !pt.enum) out.push(`${at}: enum needs an enum map`);
@@ -215,7 +223,7 @@ export function profileProblems(p: Profile): string[] {
         if (!Object.values(pt.enum ?? {}).includes(label)) out.push(`${at}: events names "${label}", which is not one of the enum's labels`);
       if (pt.writable && (pt.table === 'discrete' || pt.table === 'input')) out.push(`${at}: ${pt.table} is read-only; writable points live in coils or holding registers`);
       if (pt.scale === 0) out.push(`${at}: scale must not be 0`);
-      const n = isBitTable ? 1 : registerCount(pt);
+      const n = isBitTable ? (pt.type === 'bitfield' ? bitFieldWidth(pt) : 1) : registerCount(pt);
       for (let k = 0; k < n; k++) {
         const key = `${isBitTable ? pt.table : pt.table}:${pt.address + k}`;
         if (used.has(key)) out.push(`${at}: ${pt.table} address ${pt.address + k} overlaps ${used.get(key)}`);

@@ -11,7 +11,7 @@ describe('the profile catalogue', async () => {
   const profiles = await loadProfiles({ reload: true });
 
   it('covers every kind of campus hardware the platform promises', () => {
-    expect(new Set(profiles.map((p) => p.category))).toEqual(new Set(['fire', 'gas', 'environment', 'water', 'access', 'emergency', 'visitor', 'video']));
+    expect(new Set(profiles.map((p) => p.category))).toEqual(new Set(['fire', 'gas', 'environment', 'water', 'access', 'emergency', 'visitor', 'video', 'linkage']));
     for (const id of ['smoke-photoelectric-generic', 'temp-humidity-generic', 'gas-combustible-generic', 'water-pressure-generic', 'gate-controller-generic', 'emergency-button-generic', 'visitor-kiosk-generic', 'onvif-camera-generic'])
       expect(profiles.map((p) => p.id)).toContain(id);
   });
@@ -119,7 +119,7 @@ describe('the profile catalogue', async () => {
       '  - { name: c, table: holding, address: 1, type: uint16, writable: true }',
     ].join('\n'));
     expect(r2.problems).toEqual([
-      'bad2.yaml: points[0] a: discrete points are type bool',
+      'bad2.yaml: points[0] a: discrete points are type bool (or bitfield over consecutive bits)',
       'bad2.yaml: points[2] c: holding address 1 overlaps b',
     ]);
   });

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openSqliteBuffer, type NewRecord } from './buffer.ts';
+import { openSqliteBuffer, SEQ_BLOCK, type NewRecord } from './buffer.ts';
 import { createManualClock } from './testing.ts';
 
 const dirs: string[] = [];
@@ -32,6 +32,23 @@ describe('SQLite buffer', () => {
     expect(b.append([reading(3)])).toMatchObject({ firstSeq: 3, lastSeq: 3 });
     expect(b.stats()).toMatchObject({ lastSeq: 3, depth: 1, appended: 3, acked: 2 });
     b.close();
+  });
+
+  it('after an unclean stop resumes above the fsynced reservation, never reusing a seq', () => {
+    const file = join(tmp(), 'b.sqlite');
+    const clock = createManualClock();
+    for (const synchronous of ['normal', 'full'] as const) {
+      const crashed = openSqliteBuffer({ file, maxRecords: 1000, clock, synchronous });
+      const last = crashed.append([reading(1), reading(2)]).lastSeq;
+      // no close(): as after SIGKILL or a power cut; a new process opens the file
+      const next = openSqliteBuffer({ file, maxRecords: 1000, clock, synchronous });
+      const first = next.append([reading(3)]).firstSeq;
+      // jumps past whatever the crashed process may have sent, by at most one block
+      expect(first).toBeGreaterThan(last + 1);
+      expect(first - last).toBeLessThanOrEqual(SEQ_BLOCK + 1);
+      next.close();
+      crashed.close();
+    }
   });
 
   it('hands out alarms on their own lane and routine records oldest first, split by channel', () => {

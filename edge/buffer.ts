@@ -1,7 +1,14 @@
 // The durable store-and-forward buffer: a SQLite file (WAL). Every reading and event gets its
 // per-gateway `seq` inside the same transaction that writes it, so the uplink only ever sees
-// records that are already on disk, and the counter (kept in `meta`) never goes backwards — not
-// after SIGKILL (WAL), and with synchronous=FULL not after a power cut either.
+// records that are already on disk.
+//
+// The seq counter never goes backwards:
+//  - after SIGKILL: a committed WAL transaction survives the process (synchronous NORMAL or FULL);
+//  - after a power cut: with synchronous=NORMAL the last transactions may be lost, and with them
+//    seqs the uplink may already have sent — reusing one would make ingest drop a new record as a
+//    duplicate. So seqs are reserved in blocks (`seq_reserved`), each reservation committed with
+//    a full fsync, and after any unclean stop numbering resumes above the reservation (a gap of
+//    at most SEQ_BLOCK, never a reuse). A clean close() records `clean = 1` and resumes exactly.
 //
 // Records leave only when the broker acknowledged them (ack). Past `maxRecords` the oldest
 // routine readings are dropped first; events and alarms are never dropped. Drops are counted
@@ -14,6 +21,12 @@ import type { Clock, DeviceEvent, Reading } from '../contract/index.ts';
 export type NewRecord =
   | { kind: 'reading'; device: string; metric: string; ts: number; value: number; quality: Reading['quality'] }
   | { kind: 'event'; device: string; type: string; ts: number; priority: 'alarm' | 'normal'; drill?: boolean; data?: Record<string, unknown> };
+
+/** alarms; routine readings; routine (non-alarm) events — the three kinds of batch the uplink sends */
+export type Lane = 'alarm' | 'reading' | 'event';
+
+/** seqs reserved per fsynced reservation */
+export const SEQ_BLOCK = 10_000;
 
 export interface BufferStats {
   depth: number;
@@ -42,6 +55,8 @@ export interface RecordBuffer {
   /** pending non-alarm records with seq > after, oldest first, split by channel */
   takeRoutine(after: number, limit: number): OutgoingBatch | null;
   ack(seqs: number[]): void;
+  /** acknowledge a whole published batch: every record of its lane with seq in [from, to] */
+  ackRange(lane: Lane, from: number, to: number): void;
   stats(): BufferStats;
   close(): void;
 }
@@ -53,24 +68,14 @@ export interface SqliteBufferOptions {
   clock: Clock;
 }
 
-interface Row {
-  seq: number;
-  kind: number;
-  alarm: number;
-  device: string;
-  name: string;
-  ts: number;
-  value: number | null;
-  quality: string | null;
-  drill: number;
-  data: string | null;
-}
+/** seq, kind, alarm, device, name, ts, value, quality, drill, data */
+type RawRow = [number, number, number, string, string, number, number | null, string | null, number, string | null];
 
 export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
   if (opts.file !== ':memory:') mkdirSync(dirname(opts.file), { recursive: true });
   const db = new Database(opts.file);
   db.pragma('journal_mode = WAL');
-  db.pragma(`synchronous = ${(opts.synchronous ?? 'full').toUpperCase()}`);
+  db.pragma(`synchronous = ${(opts.synchronous ?? 'normal').toUpperCase()}`);
   db.pragma('busy_timeout = 5000');
   db.exec(`
     CREATE TABLE IF NOT EXISTS records (
@@ -87,16 +92,27 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
       buffered_at INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS records_alarms ON records(seq) WHERE alarm = 1;
-    CREATE INDEX IF NOT EXISTS records_routine ON records(seq) WHERE alarm = 0;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', 0), ('dropped', 0), ('appended', 0), ('acked', 0);
+    INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', 0), ('dropped', 0), ('appended', 0), ('acked', 0), ('seq_reserved', 0), ('clean', 1);
   `);
 
   const getMeta = db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?');
   const setMeta = db.prepare('UPDATE meta SET value = ? WHERE key = ?');
   const addMeta = db.prepare('UPDATE meta SET value = value + ? WHERE key = ?');
   const maxSeq = (db.prepare('SELECT max(seq) AS m FROM records').get() as { m: number | null }).m ?? 0;
-  let lastSeq = Math.max(getMeta.get('last_seq')!.value, maxSeq);
+  const wasClean = getMeta.get('clean')!.value === 1;
+  let reserved = getMeta.get('seq_reserved')!.value;
+  let lastSeq = Math.max(getMeta.get('last_seq')!.value, maxSeq, wasClean ? 0 : reserved);
+  const sync = (opts.synchronous ?? 'normal').toUpperCase();
+  /** one transaction with a full fsync (reservations, the clean flag) */
+  const durably = <T>(fn: () => T): T => {
+    if (sync !== 'FULL') db.pragma('synchronous = FULL');
+    try {
+      return db.transaction(fn)();
+    } finally {
+      if (sync !== 'FULL') db.pragma(`synchronous = ${sync}`);
+    }
+  };
   let depth = (db.prepare('SELECT count(*) AS n FROM records').get() as { n: number }).n;
   let alarms = (db.prepare('SELECT count(*) AS n FROM records WHERE alarm = 1').get() as { n: number }).n;
   let dropped = getMeta.get('dropped')!.value;
@@ -109,10 +125,20 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
   const dropOldestReadings = db.prepare(
     'DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE kind = 0 ORDER BY seq LIMIT ?)',
   );
-  const selAlarms = db.prepare<[number, number], Row>('SELECT * FROM records WHERE alarm = 1 AND seq > ? ORDER BY seq LIMIT ?');
-  const selRoutine = db.prepare<[number, number], Row>('SELECT * FROM records WHERE alarm = 0 AND seq > ? ORDER BY seq LIMIT ?');
+  // raw rows (arrays) are ~3x faster to read than objects; the rowid scan beats a partial index
+  const COLS = 'seq, kind, alarm, device, name, ts, value, quality, drill, data';
+  const selAlarms = db.prepare<[number, number], RawRow>(`SELECT ${COLS} FROM records WHERE alarm = 1 AND seq > ? ORDER BY seq LIMIT ?`).raw(true);
+  const selRoutine = db.prepare<[number, number], RawRow>(`SELECT ${COLS} FROM records NOT INDEXED WHERE seq > ? AND alarm = 0 ORDER BY seq LIMIT ?`).raw(true);
+  const delLane = {
+    alarm: db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ? AND alarm = 1'),
+    reading: db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ? AND kind = 0'),
+    event: db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ? AND kind = 1 AND alarm = 0'),
+  };
   const del = db.prepare<[number], { alarm: number }>('DELETE FROM records WHERE seq = ? RETURNING alarm');
   const oldest = db.prepare<[], { b: number }>('SELECT buffered_at AS b FROM records ORDER BY seq LIMIT 1');
+
+  // from now on a stop is unclean until close() says otherwise
+  durably(() => setMeta.run(0, 'clean'));
 
   const appendTx = db.transaction((records: NewRecord[], enforceCap: boolean) => {
     const now = opts.clock.now();
@@ -130,6 +156,7 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
       }
     }
     setMeta.run(seq, 'last_seq');
+    if (seq > reserved) setMeta.run(seq + SEQ_BLOCK, 'seq_reserved');
     addMeta.run(records.length, 'appended');
     let droppedNow = 0;
     const over = depth + records.length - opts.maxRecords;
@@ -154,23 +181,34 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
     return { n, a };
   });
 
-  const toRecord = (r: Row): Reading | DeviceEvent =>
-    r.kind === 0
-      ? { seq: r.seq, device: r.device, metric: r.name, ts: r.ts, value: r.value!, quality: (r.quality ?? 'good') as Reading['quality'] }
+  const toRecord = ([seq, kind, alarm, device, name, ts, value, quality, drill, data]: RawRow): Reading | DeviceEvent =>
+    kind === 0
+      ? { seq, device, metric: name, ts, value: value!, quality: (quality ?? 'good') as Reading['quality'] }
       : {
-          seq: r.seq,
-          device: r.device,
-          type: r.name,
-          ts: r.ts,
-          priority: r.alarm ? 'alarm' : 'normal',
-          drill: r.drill === 1,
-          data: r.data ? (JSON.parse(r.data) as Record<string, unknown>) : {},
+          seq,
+          device,
+          type: name,
+          ts,
+          priority: alarm ? 'alarm' : 'normal',
+          drill: drill === 1,
+          data: data ? (JSON.parse(data) as Record<string, unknown>) : {},
         };
+
+  // An acknowledgement lost in a power cut only means a record is sent again (ingest
+  // deduplicates), so acks commit without fsync; the next FULL commit syncs them anyway.
+  const fullSync = (opts.synchronous ?? 'normal') === 'full';
+  const ackRangeTx = db.transaction((lane: Lane, from: number, to: number) => {
+    const n = delLane[lane].run(from, to).changes;
+    if (n) addMeta.run(n, 'acked');
+    return n;
+  });
 
   return {
     append(records, o = {}) {
       if (records.length === 0) return { firstSeq: lastSeq + 1, lastSeq, dropped: 0 };
-      const r = appendTx(records, o.enforceCap !== false);
+      const needsReservation = lastSeq + records.length > reserved;
+      const r = needsReservation ? durably(() => appendTx(records, o.enforceCap !== false)) : appendTx(records, o.enforceCap !== false);
+      if (needsReservation) reserved = r.lastSeq + SEQ_BLOCK;
       lastSeq = r.lastSeq;
       depth += records.length - r.droppedNow;
       alarms += r.newAlarms;
@@ -188,10 +226,10 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
       const events: DeviceEvent[] = [];
       for (const row of rows) {
         const rec = toRecord(row);
-        if (row.kind === 0) readings.push(rec as Reading);
+        if (row[1] === 0) readings.push(rec as Reading);
         else events.push(rec as DeviceEvent);
       }
-      return { readings, events, lastSeq: rows[rows.length - 1]!.seq };
+      return { readings, events, lastSeq: rows[rows.length - 1]![0] };
     },
     ack(seqs) {
       if (seqs.length === 0) return;
@@ -199,6 +237,17 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
       depth -= r.n;
       alarms -= r.a;
       acked += r.n;
+    },
+    ackRange(lane, from, to) {
+      if (fullSync) db.pragma('synchronous = NORMAL');
+      try {
+        const n = ackRangeTx(lane, from, to);
+        depth -= n;
+        if (lane === 'alarm') alarms -= n;
+        acked += n;
+      } finally {
+        if (fullSync) db.pragma('synchronous = FULL');
+      }
     },
     stats() {
       const o = depth > 0 ? oldest.get() : undefined;
@@ -213,6 +262,7 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
       };
     },
     close() {
+      durably(() => setMeta.run(1, 'clean'));
       db.close();
     },
   };

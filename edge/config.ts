@@ -92,10 +92,10 @@ export const edgeConfigSchema = z
           .describe('buffer cap in bytes (converted at ~' + String(100) + ' bytes a record); the smaller cap applies'),
         replayPerSecond: z.number().int().min(1).default(5000)
           .describe('backlog replay rate (records/s) after an outage; new alarms go first and are never held back'),
-        synchronous: z.enum(['full', 'normal']).default('full')
-          .describe('SQLite synchronous level: full survives power cuts, normal only process crashes'),
+        synchronous: z.enum(['full', 'normal']).default('normal')
+          .describe('SQLite synchronous level of the buffer: normal (fsync at checkpoints; seq reservations always fsynced) or full (fsync every write)'),
       })
-      .default({ maxRecords: 5_000_000, replayPerSecond: 5000, synchronous: 'full' }),
+      .default({ maxRecords: 5_000_000, replayPerSecond: 5000, synchronous: 'normal' }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').describe('log level (JSON lines on stderr)'),
     scheduler: z
       .strictObject({

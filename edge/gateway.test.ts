@@ -199,3 +199,61 @@ describe('gateway', () => {
     expect(gw.metrics()).toMatch(/xiaoan_edge_commands_total\{gateway="[^"]+",kind="device.write",outcome="accepted"\} 1/);
   });
 });
+
+describe('configuration commands', () => {
+  it('adds a device on device.upsert (validated, password never audited) and re-publishes the birth on rebirth', async () => {
+    const t: ScriptedDevice = { writes: [], poll: (_i, now) => [{ kind: 'reading', metric: 'temperature', value: 19, ts: now, quality: 'good' }] };
+    const { gw, clock, gatewayId } = await makeGateway({ 'temp-9': t });
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    await gw.start();
+    await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+    await new Promise((r) => setTimeout(r, 200));
+    const cmd = (kind: string) => buildTopic({ county: COUNTY, gatewayId, channel: 'cmd', sub: kind });
+    const base = { v: 1, issuedBy: 'tech@37/3701/370102/3737000001', issuedAt: clock.now() };
+    await client.publishAsync(cmd('device.upsert'), JSON.stringify({ ...base, id: 'u1', kind: 'device.upsert', device: { id: 'temp-9', profile: 'temp-test', url: 'modbus-tcp://10.0.0.9:502?unit=1', name: '库房' } }), { qos: 1 });
+    await client.publishAsync(cmd('device.upsert'), JSON.stringify({ ...base, id: 'u2', kind: 'device.upsert', device: { id: 'gate-9', profile: 'gate-test', url: 'mqtt://gate-9', password: 'short' } }), { qos: 1 });
+    await until(() => got.results.length >= 2, 'results');
+    expect(got.results.find((r) => (r as { id: string }).id === 'u1')).toMatchObject({ ok: true });
+    expect(got.results.find((r) => (r as { id: string }).id === 'u2')).toMatchObject({ ok: false, message: expect.stringMatching(/password/) });
+    expect(gw.registry.get('temp-9')).toMatchObject({ name: '库房', source: `command:${base.issuedBy}` });
+    expect(gw.registry.get('gate-9')).toBeUndefined();
+    expect(JSON.stringify(gw.registry.auditLog())).not.toContain('short');
+    await clock.advance(6000);
+    await until(() => got.readings.some((r) => r.device === 'temp-9'), 'the new device polled');
+    const births = () => got.status.filter((s) => (s as { state: string }).state === 'online').length;
+    const before = births();
+    await client.publishAsync(cmd('rebirth'), JSON.stringify({ ...base, id: 'r1', kind: 'rebirth' }), { qos: 1 });
+    await until(() => births() > before && got.results.some((r) => (r as { id: string }).id === 'r1'), 'rebirth');
+    const last = got.status.at(-1) as { devices: Array<{ id: string }> };
+    expect(last.devices.map((d) => d.id)).toEqual(['temp-9']);
+  });
+});
+
+describe('buffer cap', () => {
+  it('reports every drop in gateway.buffer_dropped events, never dropping the reports', async () => {
+    const { gw, clock } = await makeGateway({}, { uplink: { url: 'mqtt://127.0.0.1:9', password: 'x', reconnectMs: 60_000 }, buffer: { maxRecords: 100 } });
+    gateways.push(gw);
+    await gw.start();
+    for (let i = 0; i < 300; i++) {
+      gw.inject([{ kind: 'reading', device: 'temp-1', metric: 'temperature', ts: clock.now(), value: i, quality: 'good' }]);
+      if (i === 150) gw.inject([{ kind: 'event', device: 'smoke-1', type: 'smoke.alarm', ts: clock.now(), priority: 'alarm', data: {} }]);
+    }
+    await clock.advance(61_000);
+    const st = gw.status().buffer;
+    const dir = gw.config.dataDir;
+    await gw.stop();
+    const { openSqliteBuffer } = await import('./buffer.ts');
+    const b = openSqliteBuffer({ file: join(dir, 'buffer.sqlite'), maxRecords: 100, clock });
+    const batch = b.takeRoutine(0, 1000)!;
+    const alarms = b.takeAlarms(0, 10);
+    b.close();
+    const reports = batch.events.filter((e) => e.type === 'gateway.buffer_dropped');
+    const kept = batch.readings.map((r) => r.value);
+    expect(alarms).toHaveLength(1);
+    expect(reports.reduce((s, e) => s + Number(e.data.dropped), 0)).toBe(st.dropped);
+    expect(300 - kept.length).toBe(st.dropped);
+    expect(kept).toEqual(Array.from({ length: kept.length }, (_, i) => 300 - kept.length + i));
+  });
+});

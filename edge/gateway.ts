@@ -151,7 +151,10 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     dropsUnreported = 0;
     lastDropReport = clock.now();
     log.warn('buffer full: oldest routine readings dropped', { dropped: n, total: buffer.stats().dropped, maxRecords: effectiveCap(config) });
-    emit([{ kind: 'event', device: config.gatewayId, type: 'gateway.buffer_dropped', ts: clock.now(), priority: 'normal', data: { dropped: n, total: buffer.stats().dropped, maxRecords: effectiveCap(config) } }]);
+    emit(
+      [{ kind: 'event', device: config.gatewayId, type: 'gateway.buffer_dropped', ts: clock.now(), priority: 'normal', data: { dropped: n, total: buffer.stats().dropped, maxRecords: effectiveCap(config) } }],
+      { enforceCap: false },
+    );
   }
 
   // ---- devices

@@ -11,3 +11,6 @@ export type { Registry, EnrolledDevice, Problem, CommandAuditEntry } from './reg
 export { DeadbandFilter, DeviceRunner } from './scheduler.ts';
 export { loadDefaultDriverKit } from './drivers.ts';
 export type { DriverKit, ProfileInfo, DeviceBroker } from './drivers.ts';
+// Helpers for tests and benchmarks (a manual clock, a real Mosquitto on a free port, scripted drivers).
+export { createManualClock, freePort, startMosquitto, scriptedKit, scriptedProfile } from './testing.ts';
+export type { ManualClock, MosquittoHandle, ScriptedDevice } from './testing.ts';

@@ -26,7 +26,7 @@ export class DeadbandFilter {
       !prev ||
       prev.quality !== quality ||
       now - prev.sentAt >= this.policy.integrityMs ||
-      (band === undefined || band === 0 ? value !== prev.value : Math.abs(value - prev.value) >= band);
+      (band === undefined || band === 0 ? value !== prev.value : Math.abs(value - prev.value) >= band * (1 - 1e-9)); // 0.03 − 0.02 is 0.00999… in binary
     if (send) this.last.set(metric, { value, quality, sentAt: now });
     return send;
   }

@@ -1,7 +1,7 @@
 // Test and benchmark helpers for the edge: a manual clock, a real Mosquitto process on a free
 // port, and a scripted DeviceDriver kit (for where the device itself is not what is under test).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 import type { Clock } from '../contract/index.ts';
@@ -94,6 +94,10 @@ export interface MosquittoHandle {
 export async function startMosquitto(dir: string, opts: { port?: number; extraConfig?: string[] } = {}): Promise<MosquittoHandle> {
   const port = opts.port ?? (await freePort());
   mkdirSync(join(dir, 'db'), { recursive: true });
+  // Started as root, mosquitto drops to the `mosquitto` user: it must be able to write its
+  // persistence file, or sessions silently do not survive a restart.
+  chmodSync(dir, 0o777);
+  chmodSync(join(dir, 'db'), 0o777);
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
     conf,

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { MAX_BATCH, type Clock, type DeviceEvent, type GatewayStatus, type Logger, type Reading } from '../contract/index.ts';
-import type { RecordBuffer } from './buffer.ts';
+import type { Lane, RecordBuffer } from './buffer.ts';
 
 export type UplinkState = 'connecting' | 'connected' | 'disconnected' | 'stopped';
 
@@ -113,11 +113,12 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
 
   const client: MqttClient = mqtt.connect(o.url, opts);
 
-  const publish = (topic: string, payload: string, seqs: number[], alarm: boolean) => {
+  const publish = (topic: string, payload: string, lane: Lane, from: number, to: number, count: number) => {
+    const alarm = lane === 'alarm';
     inflight++;
     s.inflightBatches = inflight;
     s.batchesSent++;
-    if (alarm) s.alarmsSent += seqs.length;
+    if (alarm) s.alarmsSent += count;
     client.publish(topic, payload, { qos: 1 }, (err) => {
       inflight--;
       s.inflightBatches = inflight;
@@ -125,15 +126,14 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
         s.publishErrors++;
         s.lastError = err.message;
         // Not acknowledged: read these again from the buffer (ingest deduplicates by seq).
-        const min = Math.min(...seqs) - 1;
-        if (alarm) alarmCursor = Math.min(alarmCursor, min);
-        else routineCursor = Math.min(routineCursor, min);
-        if (!stopped) o.log.warn('publish not acknowledged; records stay buffered', { error: err.message, records: seqs.length });
+        if (alarm) alarmCursor = Math.min(alarmCursor, from - 1);
+        else routineCursor = Math.min(routineCursor, from - 1);
+        if (!stopped) o.log.warn('publish not acknowledged; records stay buffered', { error: err.message, records: count });
         return;
       }
       try {
-        o.buffer.ack(seqs);
-        s.recordsAcked += seqs.length;
+        o.buffer.ackRange(lane, from, to);
+        s.recordsAcked += count;
       } catch (e) {
         o.log.error('could not remove acknowledged records from the buffer', { error: (e as Error).message });
       }
@@ -159,7 +159,7 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
         const alarms = o.buffer.takeAlarms(alarmCursor, batchSize);
         if (alarms.length) {
           alarmCursor = alarms[alarms.length - 1]!.seq;
-          publish(o.topics.events, batchPayload('events', alarms), alarms.map((a) => a.seq), true);
+          publish(o.topics.events, batchPayload('events', alarms), 'alarm', alarms[0]!.seq, alarmCursor, alarms.length);
           continue;
         }
         // 2. the backlog, oldest first, bounded by the window and the rate
@@ -180,8 +180,10 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
         if (!batch) break;
         routineCursor = batch.lastSeq;
         tokens -= batch.readings.length + batch.events.length;
-        if (batch.events.length) publish(o.topics.events, batchPayload('events', batch.events), batch.events.map((e) => e.seq), false);
-        if (batch.readings.length) publish(o.topics.readings, batchPayload('readings', batch.readings), batch.readings.map((r) => r.seq), false);
+        const ev = batch.events;
+        const rd = batch.readings;
+        if (ev.length) publish(o.topics.events, batchPayload('events', ev), 'event', ev[0]!.seq, ev[ev.length - 1]!.seq, ev.length);
+        if (rd.length) publish(o.topics.readings, batchPayload('readings', rd), 'reading', rd[0]!.seq, rd[rd.length - 1]!.seq, rd.length);
       }
     } catch (e) {
       o.log.error('uplink pump failed', { error: (e as Error).message });

@@ -83,7 +83,7 @@ export class Lane {
       keepalive: 30,
       ...(o.tls ?? {}),
       ...(o.protocolVersion === 5
-        ? { properties: { receiveMaximum: o.receiveMaximum, sessionExpiryInterval: o.clean ? 0 : 300 } }
+        ? { properties: { receiveMaximum: o.receiveMaximum, sessionExpiryInterval: o.clean ? 0 : 3600 } }
         : {}),
     };
     const client = mqtt.connect(o.url, options);
@@ -222,9 +222,21 @@ export class Lane {
     );
   }
 
+  /**
+   * Disconnect. A graceful close ends the broker session too (MQTT 5: Session Expiry 0 in
+   * DISCONNECT), so a shared subscription stops queueing this worker's share and the other
+   * workers of the group take it over at once.
+   */
   async close(): Promise<void> {
+    const wasConnected = this.state === 'connected';
     this.state = 'closed';
     this.dropHeld();
+    if (wasConnected && this.opts.protocolVersion === 5) {
+      await Promise.race([
+        this.client.endAsync(false, { reasonCode: 0, properties: { sessionExpiryInterval: 0 } }).catch(() => {}),
+        new Promise((r) => setTimeout(r, 2000)),
+      ]);
+    }
     await this.client.endAsync(true).catch(() => {});
   }
 }

@@ -55,13 +55,22 @@ export interface IngestWorkerOptions {
   listeners: BatchListener[];
   log?: Logger;
   clock?: Clock;
-  /** client id prefix; give a stable one in production so a restarted worker resumes its session */
+  /**
+   * client id prefix; give a stable one in production (one per worker process) so the broker keeps
+   * the session (1 hour) and a restarted worker receives what was queued for it meanwhile
+   */
   clientId?: string;
   /** 5 (default, falls back to 4 when the broker only speaks 3.1.1) or 4 */
   protocolVersion?: 4 | 5;
   batch?: {
     /** records per commit (default 20,000) */
     maxRecords?: number;
+    /**
+     * reading commits running at once (default 2 on PostgreSQL, 1 on PGlite). Gateways are split
+     * between them by a hash of their id, so one gateway's records are committed in order and
+     * concurrent commits never touch the same rollup or latest-value rows.
+     */
+    concurrency?: number;
     /** records held in memory before the worker stops reading from the broker (default 100,000) */
     highWaterRecords?: number;
     /** unacknowledged messages the broker may have in flight to each lane (default 1,000) */
@@ -289,7 +298,8 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       // Listeners get only the records that were new, grouped by gateway.
       const byGateway = new Map<string, StoredBatch>();
       for (const p of items) {
-        const fresh = records(p.batch).filter((r) => keys.has(recordKey(p.gateway.id, r.seq)));
+        // delete as we go: a record sent twice within one commit is new only once
+        const fresh = records(p.batch).filter((r) => keys.delete(recordKey(p.gateway.id, r.seq)));
         if (fresh.length === 0) continue;
         let b = byGateway.get(p.gateway.id);
         if (!b) {
@@ -351,7 +361,13 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     };
   }
 
-  const readingsWriter = makeWriter<ReadingBatch>('readings');
+  const shards = Math.max(1, Math.floor(opts.batch?.concurrency ?? (store.engine === 'postgres' ? 2 : 1)));
+  const readingsWriters = Array.from({ length: shards }, () => makeWriter<ReadingBatch>('readings'));
+  const shardOf = (gatewayId: string) => {
+    let h = 0;
+    for (let i = 0; i < gatewayId.length; i++) h = (h * 31 + gatewayId.charCodeAt(i)) | 0;
+    return Math.abs(h) % shards;
+  };
   const eventsWriter = makeWriter<EventBatch>('events');
 
   // ---- commands ----
@@ -432,7 +448,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     if (parts.channel === 'readings') {
       const b = body as ReadingBatch;
       stats.received.readings += b.readings.length;
-      readingsWriter.push({ gateway: gw, batch: b, sentAt: b.sentAt, msg: m, count: b.readings.length });
+      readingsWriters[shardOf(gw.id)]!.push({ gateway: gw, batch: b, sentAt: b.sentAt, msg: m, count: b.readings.length });
     } else if (parts.channel === 'events') {
       const b = body as EventBatch;
       stats.received.events += b.events.length;
@@ -496,7 +512,9 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       username: opts.username,
       password: opts.password,
       protocolVersion,
-      clean: protocolVersion === 4 ? !opts.clientId : false,
+      // A session is worth keeping only under a stable client id: a restarted worker then gets what
+      // the broker queued for it. A random id would leave orphan sessions collecting a share.
+      clean: !opts.clientId,
       receiveMaximum,
       subscriptions: subs,
       onMessage,
@@ -536,7 +554,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     },
     async stop() {
       // Finish what is being committed, then disconnect; what is not committed stays unacknowledged.
-      await Promise.race([Promise.all([readingsWriter.drained(), eventsWriter.drained()]), sleep(10_000)]);
+      await Promise.race([Promise.all([...readingsWriters.map((w) => w.drained()), eventsWriter.drained()]), sleep(10_000)]);
       stopping = true;
       for (const l of Object.values(lanes)) await l?.close();
       for (const [id, p] of pendingCommands) {

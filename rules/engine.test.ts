@@ -186,6 +186,16 @@ describe('engine', () => {
     expect(kinds(e.onTick(SAT + 43_000, [{ ...off, state: 'online' }]).transitions)).toEqual(['cleared:silent:t:major']);
   });
 
+  it('absence counts silence only since watching began (a platform restart is not the device going silent)', () => {
+    const r = rule('id: silent\nname: { zh: s, en: s }\ncategory: hazard\nseverity: major\nwhen: { absent: { factor: 3 } }\n');
+    const e = createRuleEngine([r]);
+    const restartedAt = SAT + 3_600_000;
+    const old = { gatewayId: 'gw-1', deviceId: 'old', orgPath: SCHOOL, expectedIntervalMs: 10_000, lastSeen: SAT, watchedSince: restartedAt };
+    const never = { ...old, deviceId: 'never', lastSeen: null };
+    expect(e.onTick(restartedAt + 1000, [old, never]).transitions).toEqual([]);
+    expect(kinds(e.onTick(restartedAt + 30_001, [old, never]).transitions)).toEqual(['raised:silent:old:major', 'raised:silent:never:major']);
+  });
+
   it('events: match with where, drill flag, clear event and quiet clear', () => {
     const r = rule('id: forced\nname: { zh: f, en: f }\ncategory: emergency\nseverity: major\nwhen: { event: gate.forced_open, where: { door: main } }\nclear: { event: gate.closed, quiet: 5m }\n');
     const e = createRuleEngine([r]);

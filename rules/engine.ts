@@ -140,7 +140,15 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
   let allRules: readonly CompiledRule[] = rules;
   let calendars: readonly CompiledCalendar[] = opts.calendars ?? [];
   const states = new Map<string, KeyState>();
+  /** keys per site, so saving one site's state does not walk every site's */
+  const bySite = new Map<string, Set<string>>();
   const seen = new Map<string, { o: string; t: number }>();
+  const seenBySite = new Map<string, Set<string>>();
+  const index = (m: Map<string, Set<string>>, site: string, key: string) => {
+    let set = m.get(site);
+    if (!set) m.set(site, (set = new Set()));
+    set.add(key);
+  };
   /** keys that need attention on ticks (pending durations, clears, quiet windows) */
   const timed = new Set<string>();
   const dirty = new Set<string>();
@@ -166,11 +174,15 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     if (!s || s.v !== 1) return;
     for (const [k, st] of Object.entries(s.states ?? {})) {
       states.set(k, st);
+      index(bySite, st.o, k);
       if (st.p != null || st.c != null || st.a) timed.add(k);
     }
     for (const [k, v] of Object.entries(s.seen ?? {})) {
       const cur = seen.get(k);
-      if (!cur || cur.t < v.t) seen.set(k, v);
+      if (!cur || cur.t < v.t) {
+        seen.set(k, v);
+        index(seenBySite, v.o, k);
+      }
     }
   };
   for (const s of Array.isArray(opts.state) ? opts.state : opts.state ? [opts.state] : []) restore(s);
@@ -195,7 +207,10 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
 
   const state = (key: string, o: string, g: string, d: string): KeyState => {
     let st = states.get(key);
-    if (!st) states.set(key, (st = { o, g, d }));
+    if (!st) {
+      states.set(key, (st = { o, g, d }));
+      index(bySite, o, key);
+    }
     return st;
   };
 
@@ -412,10 +427,10 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     const cur = seen.get(k);
     if (!cur) {
       seen.set(k, { o: ctx.orgPath, t: ts });
+      index(seenBySite, ctx.orgPath, k);
       dirty.add(ctx.orgPath);
     } else if (cur.t < ts) {
       cur.t = ts;
-      cur.o = ctx.orgPath;
       dirty.add(ctx.orgPath);
     }
   };
@@ -563,18 +578,22 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
               const key = `${r.id}|${dev.gatewayId}|${dev.deviceId}`;
               const limit = w.forMs ?? (dev.expectedIntervalMs ? dev.expectedIntervalMs * w.factor : null);
               const offline = w.offline && dev.state === 'offline';
+              // to clear, data must really be recent; to raise, silence counts only since watching began
               const silentFor = Number.isFinite(last) ? now - last : null;
               const silent = offline || (limit !== null && silentFor !== null && silentFor > limit);
+              const since = Math.max(last, dev.watchedSince ?? -Infinity);
+              const unheardFor = Number.isFinite(since) ? now - since : null;
+              const raiseNow = offline || (limit !== null && unheardFor !== null && unheardFor > limit);
               const st = states.get(key);
-              if (silent && !st?.a) {
+              if (raiseNow && !st?.a) {
                 if (!inSchedule(r, dev.orgPath, now)) return;
                 const s = state(key, dev.orgPath, dev.gatewayId, dev.deviceId);
                 const p = params(r, dev.orgPath, dev.gatewayId, dev.deviceId);
                 raise(res.transitions, r, key, s, dev.deviceId, now, null, offline ? 'device.offline' : null, !!drillSites?.has(dev.orgPath), p,
                   offline
                     ? { zh: '设备离线', en: 'device offline' }
-                    : { zh: `设备已 ${secs(Math.round(silentFor! / 1000) * 1000)} 无数据（应每 ${secs(dev.expectedIntervalMs ?? limit!)} 上报）`, en: `no data for ${secs(Math.round(silentFor! / 1000) * 1000)} (expected every ${secs(dev.expectedIntervalMs ?? limit!)})` });
-              } else if (!silent && st?.a) {
+                    : { zh: `设备已 ${secs(Math.round(unheardFor! / 1000) * 1000)} 无数据（应每 ${secs(dev.expectedIntervalMs ?? limit!)} 上报）`, en: `no data for ${secs(Math.round(unheardFor! / 1000) * 1000)} (expected every ${secs(dev.expectedIntervalMs ?? limit!)})` });
+              } else if (!silent && !raiseNow && st?.a) {
                 clearKey(res.transitions, r, key, st, now, null, { zh: '设备恢复上报', en: 'device reporting again' });
               }
             });
@@ -586,8 +605,19 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
 
     snapshot(site) {
       const out: EngineSnapshot = { v: 1, states: {}, seen: {} };
-      for (const [k, st] of states) if (site === undefined || st.o === site) out.states[k] = st;
-      for (const [k, v] of seen) if (site === undefined || v.o === site) out.seen[k] = v;
+      if (site === undefined) {
+        for (const [k, st] of states) out.states[k] = st;
+        for (const [k, v] of seen) out.seen[k] = v;
+      } else {
+        for (const k of bySite.get(site) ?? []) {
+          const st = states.get(k);
+          if (st) out.states[k] = st;
+        }
+        for (const k of seenBySite.get(site) ?? []) {
+          const v = seen.get(k);
+          if (v) out.seen[k] = v;
+        }
+      }
       return JSON.parse(JSON.stringify(out)) as EngineSnapshot;
     },
 

@@ -145,6 +145,8 @@ export interface DeviceInfo {
   expectedIntervalMs?: number | null;
   state?: 'online' | 'degraded' | 'offline' | string | null;
   lastSeen?: number | null;
+  /** when watching began (e.g. the alerting's start): silence before it is not counted for raising */
+  watchedSince?: number | null;
 }
 
 export interface EvalContext {

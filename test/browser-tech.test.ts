@@ -26,13 +26,13 @@ describe('technician in Chromium on the demo wiring', () => {
     sim = await startModbusSimulator({ profile: (await getProfile('temp-humidity-generic')) as ModbusProfile, host: '127.0.0.1' });
     browser = await launchBrowser();
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 }, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
-  });
+  }, 180_000);
   afterAll(async () => {
     await browser?.close();
     await sim?.close();
     await demo?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  }, 180_000);
 
   it('enrols a device through the gateway and sees it online', async () => {
     await loginAs(page, demo.url, 'tech', PASSWORD);

@@ -251,4 +251,35 @@ describe.skipIf(!haveCompose)('docker-compose config', () => {
       expect(stdout, name).toMatch(/(EMQX_NODE__COOKIE=value-of-emqx_cookie|INFLUXDB_ADMIN_PASSWORD=value-of-influxdb_admin_password)/);
     }
   });
+
+  it('every Grafana dashboard in dashboards/grafana/ uses a provisioned data source', async () => {
+    const fs = await import('node:fs');
+    const provisioned = parse(fs.readFileSync(join(DOCKER, 'grafana/provisioning/datasources/xiaoan.yaml'), 'utf8')) as {
+      datasources: Array<{ uid: string; type: string }>;
+    };
+    const uids = new Set(provisioned.datasources.map((d) => d.uid));
+    const dir = join(ROOT, 'dashboards/grafana');
+    const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.json')) : [];
+    if (files.length === 0) console.warn('deploy-compose: dashboards/grafana/ has no dashboards yet; nothing to match against the data sources');
+    for (const f of files) {
+      const text = fs.readFileSync(join(dir, f), 'utf8');
+      const dash = JSON.parse(text) as unknown;
+      const refs: string[] = [];
+      const walk = (v: unknown) => {
+        if (Array.isArray(v)) v.forEach(walk);
+        else if (v && typeof v === 'object') {
+          const o = v as Record<string, unknown>;
+          if (o.datasource && typeof o.datasource === 'object' && typeof (o.datasource as { uid?: unknown }).uid === 'string') {
+            refs.push((o.datasource as { uid: string }).uid);
+          }
+          Object.values(o).forEach(walk);
+        }
+      };
+      walk(dash);
+      for (const uid of refs) {
+        if (uid.startsWith('$') || uid === '-- Grafana --' || uid === 'grafana') continue; // template variables, built-ins
+        expect(uids.has(uid), `${f}: data source uid "${uid}" is not provisioned (${[...uids].join(', ')})`).toBe(true);
+      }
+    }
+  });
 });

@@ -1,8 +1,11 @@
 // docker/Dockerfile, parsed (no Docker engine runs here): its stages, a non-root user and a
 // health check in every image it ships, no secret in ENV/ARG, the lock file copied before
 // `npm ci`, and the very npm commands and system packages CI runs (.ci/run), so CI proves them.
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -189,5 +192,29 @@ describe('docker/Dockerfile', () => {
     const mutated = mutate(DOCKERFILE);
     expect(mutated).not.toBe(DOCKERFILE);
     expect(dockerfileProblems(mutated, CI).join('\n')).toMatch(expected);
+  });
+});
+
+describe('docker/healthcheck.mjs (the image\'s HEALTHCHECK)', () => {
+  const run = promisify(execFile);
+  const check = (url: string) =>
+    run(process.execPath, [join(ROOT, 'docker/healthcheck.mjs')], { env: { PATH: process.env.PATH ?? '', XIAOAN_HEALTH_URL: url } }).then(
+      () => 0,
+      (e: { code: number }) => e.code,
+    );
+
+  it('is healthy on 2xx, unhealthy on 503 and when nothing listens', async () => {
+    let status = 200;
+    const server = createServer((req, res) => res.writeHead(req.url === '/healthz' ? status : 404).end());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/healthz`;
+    try {
+      expect(await check(url)).toBe(0);
+      status = 503;
+      expect(await check(url)).toBe(1);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    expect(await check(url)).toBe(1);
   });
 });

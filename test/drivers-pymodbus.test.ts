@@ -2,7 +2,7 @@
 // through a socat pty pair; exception, timeout, malformed-frame and silent-slave paths; and the
 // technician's `xiaoan device read` against it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,21 +81,31 @@ describe('Modbus TCP against pymodbus', () => {
   });
 
   it('`xiaoan device read` prints JSON lines and exits 0; a closed port or an exception is one line and exit 1', async () => {
+    // real processes, as a technician runs them (started together: each spends most of its time loading)
     const run = (args: string[], env: Record<string, string> = {}) =>
-      spawnSync(process.execPath, ['bin/xiaoan.js', 'device', 'read', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
-    const ok = run(['--profile', 'temp-humidity-generic', '--url', `modbus-tcp://127.0.0.1:${port}?unit=2`]);
-    expect(ok.status).toBe(0);
-    const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l));
-    expect(lines).toContainEqual(expect.objectContaining({ kind: 'reading', metric: 'temperature', value: 20, quality: 'good' }));
-
-    const closed = run(['--profile', 'temp-humidity-generic', '--url', `modbus-tcp://127.0.0.1:${await freePort()}?unit=1`]);
-    expect(closed.status).toBe(1);
-    expect(closed.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^xiaoan device read: .*connection refused/)]);
-
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, ['bin/xiaoan.js', 'device', 'read', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        p.stdout.on('data', (d) => (stdout += d));
+        p.stderr.on('data', (d) => (stderr += d));
+        p.on('exit', (status) => resolve({ status, stdout, stderr }));
+      });
     const dir = mkdtempSync(join(tmpdir(), 'xiaoan-profiles-'));
     try {
       writeFileSync(join(dir, 'beyond-test.yaml'), JSON.stringify({ ...BEYOND, poll: { interval: 1000, integrity: 60000 } }));
-      const exc = run(['--profile', 'beyond-test', '--url', `modbus-tcp://127.0.0.1:${port}?unit=1`], { XIAOAN_PROFILES: dir });
+      const [ok, closed, exc] = await Promise.all([
+        run(['--profile', 'temp-humidity-generic', '--url', `modbus-tcp://127.0.0.1:${port}?unit=2`]),
+        run(['--profile', 'temp-humidity-generic', '--url', `modbus-tcp://127.0.0.1:${await freePort()}?unit=1`]),
+        run(['--profile', 'beyond-test', '--url', `modbus-tcp://127.0.0.1:${port}?unit=1`], { XIAOAN_PROFILES: dir }),
+      ]);
+      expect(ok.status).toBe(0);
+      const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines).toContainEqual(expect.objectContaining({ kind: 'reading', metric: 'temperature', value: 20, quality: 'good' }));
+
+      expect(closed.status).toBe(1);
+      expect(closed.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^xiaoan device read: .*connection refused/)]);
+
       expect(exc.status).toBe(1);
       expect(exc.stderr.trim().split('\n')).toEqual([expect.stringMatching(/Modbus .*exception 2 \(illegal data address\) at register 40010/)]);
       expect(exc.stderr).not.toMatch(/\n\s+at /); // no stack trace
@@ -146,6 +156,29 @@ describe('Modbus RTU over a socat pty pair', () => {
     } finally {
       for (const d of devs) await d.close();
       await peer.stop();
+      await pty.stop();
+    }
+  });
+
+  it('our own RTU simulator (modbus-serial ServerSerial) answers the driver over the pty pair', async () => {
+    const pty = await startPtyPair();
+    const profile = (await getProfile('gas-combustible-generic')) as ModbusProfile;
+    const { startModbusSimulator } = await import('../device-drivers/index.ts');
+    const sim = await startModbusSimulator({ profile, serialPath: pty.b, baudRate: 19200, unitId: 3, initial: { lel_percent: 27.5, alarm_level1: true, sensor_state: 'normal' } });
+    const d = await createDriver({ id: 'gas-1', profile: profile.id, url: `modbus-rtu://${pty.a}?baud=19200&unit=3` }, ctx, { modbus: { lines: new LineRegistry() } });
+    try {
+      const obs = await d.poll!();
+      expect(readings(obs)).toMatchObject({ lel_percent: 27.5, alarm_level1: 1, alarm_level2: 0, sensor_state: 0 });
+      expect(obs.filter((o) => o.kind === 'event')).toEqual([expect.objectContaining({ type: 'gas.alarm', priority: 'alarm', data: expect.objectContaining({ level: 1 }) })]);
+      sim.set('sensor_state', 'fault');
+      expect((await d.poll!()).filter((o) => o.kind === 'event')).toEqual([expect.objectContaining({ type: 'device.fault', data: expect.objectContaining({ state: 'fault' }) })]);
+      await d.write('alarm1_setpoint', 20); // FC 6 over RTU
+      expect(sim.get('alarm1_setpoint')).toBe(20);
+      await d.write('relay_test', true); // FC 5
+      expect(sim.get('relay_test')).toBe(true);
+    } finally {
+      await d.close();
+      await sim.close();
       await pty.stop();
     }
   });

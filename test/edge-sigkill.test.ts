@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startMosquitto, type MosquittoHandle } from '../edge/testing.ts';
+import { startMosquitto, type MosquittoHandle } from '../edge/index.ts';
 import {
   connectDevice, counterValues, gatewaySetup, httpJson, publishCounter, startGatewayProcess, startVerifier, until,
   type GatewayProcess, type Verifier,
@@ -47,6 +47,8 @@ describe('edge gateway killed mid-burst', () => {
     gw.child.kill('SIGKILL');
     await gw.exited;
     killedAt = acked1.size;
+    // the broker published the gateway's last will: the centre knows at once that the school went dark
+    await until(() => verifier!.statuses.at(-1)?.state === 'offline', 'last will (offline)', 10_000);
     // the device's connection died with the gateway: fail its pending publishes
     dev.end(true);
     await burst;
@@ -59,6 +61,7 @@ describe('edge gateway killed mid-burst', () => {
     gw = await startGatewayProcess(setup);
     procs.push(gw);
     step('gateway 2 up');
+    await until(() => verifier!.statuses.at(-1)?.state === 'online', 'birth after restart', 10_000);
     dev = await connectDevice(setup);
     const acked2 = new Set<number>();
     await publishCounter(dev, 1_000_000, 1_002_000, acked2, { window: 32 });

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { buildTopic, eventBatchSchema, gatewayStatusSchema, parsePayload, readingBatchSchema, type DeviceEvent, type GatewayStatus, type Reading } from '../contract/index.ts';
-import { freePort } from '../edge/testing.ts';
+import { freePort } from '../edge/index.ts';
 
 export const COUNTY = '370102';
 export const SITE = '37/3701/370102/3737000001';

@@ -35,7 +35,7 @@ name: { zh: 门禁被强行打开, en: Gate forced open }
 category: emergency
 severity: major
 when: { event: gate.forced_open }
-clear: { quiet: 4s }
+clear: { quiet: 8s }
 escalate: { after: 1500ms }
 `,
   `id: device-silent
@@ -165,7 +165,7 @@ describe.each(ENGINES)('rules → alerts → provincial modules on %s', (engine)
     await new Promise((r) => setTimeout(r, 800));
     expect((await alerting.list(desk, { ruleId: 'smoke-sustained' })).length).toBe(1);
 
-    // smoke back to normal for more than 1 s → cleared; gate quiet for 4 s → cleared
+    // smoke back to normal for more than 1 s → cleared; gate quiet for 8 s → cleared
     await smoke([0.02, 0.02, 0.02]);
     await until('smoke and gate cleared at the receiver', () => transitions('smoke-sustained').includes('cleared') && transitions('gate-forced').includes('cleared'), 30_000);
 

@@ -11,8 +11,9 @@ export const serve: Command = {
   name: 'serve',
   summary: { zh: '运行看板层（接口、实时告警台、页面）', en: 'run the dashboards tier (API, live alarm console, pages)' },
   usage:
-    'serve [--port N] [--host ADDR] [--database URL] [--rules DIR]\n\n' +
+    'serve [--port N] [--host ADDR] [--database URL] [--rules DIR] [--cameras FILE]\n\n' +
     '环境变量 Environment: PORT (8080), HOST (127.0.0.1), DATABASE_URL (pglite:./data/pg), XIAOAN_SECURE_COOKIES=1 behind HTTPS.\n' +
+    '--cameras FILE: JSON {"gatewayId/deviceId": "rtsp://user:pass@camera/stream", …} for the live view (ffmpeg on this host).\n' +
     '账号用 `xiaoan user add` 创建 Create accounts with `xiaoan user add`.',
   async run(args, io) {
     const { flags } = parseArgs(args);
@@ -23,16 +24,38 @@ export const serve: Command = {
     const { createLogger } = await import('../../contract/index.ts');
     const { openStore } = await import('../../ingest/index.ts');
     const { createAlerting, loadLibrary } = await import('../../ingest/alerts/index.ts');
-    const { createDashboardServer } = await import('../../dashboards/index.ts');
+    const { createDashboardServer, createRulesService, createCameraService } = await import('../../dashboards/index.ts');
+    const rulesLib = await import('../../rules/index.ts');
+    const { loadProfiles } = await import('../../device-drivers/index.ts');
+    const { systemClock } = await import('../../contract/index.ts');
     const log = createLogger({ unit: 'serve' });
     const store = await openStore(url, { log });
     const rules = await loadLibrary(...(typeof flags.rules === 'string' ? [flags.rules] : []));
     if (rules.errors.length) throw new UserError(`规则有误 rule errors:\n${rules.errors.map((e) => `  ${e.file} ${e.rule ?? ''} ${e.path}: ${e.message}`).join('\n')}`);
     // Alerts are evaluated by the ingest workers; here only read, acknowledged and resolved.
     const alerting = await createAlerting({ db: store.db, rules, log, tickMs: 0 });
+    let cameras;
+    if (typeof flags.cameras === 'string') {
+      const { readFile } = await import('node:fs/promises');
+      let map: unknown;
+      try {
+        map = JSON.parse(await readFile(flags.cameras, 'utf8'));
+      } catch (e) {
+        throw new UserError(`--cameras ${flags.cameras}: ${(e as Error).message} (expected JSON {"gatewayId/deviceId": "rtsp://…"})`);
+      }
+      if (!map || typeof map !== 'object' || Object.values(map).some((v) => typeof v !== 'string')) {
+        throw new UserError(`--cameras ${flags.cameras}: expected an object of "gatewayId/deviceId": "rtsp://…" strings`);
+      }
+      cameras = createCameraService(map as Record<string, string>);
+    }
+    const extras = {
+      profiles: (await loadProfiles()).map((p) => ({ id: p.id, protocol: p.protocol, description: p.description, category: (p as { category?: string }).category })),
+      rules: await createRulesService({ db: store.db, store, alerting, lib: rulesLib, initial: rules, clock: systemClock, log }),
+      cameras,
+    };
     let server;
     try {
-      server = await createDashboardServer({ store, alerting, port, host, log, secureCookies: io.env.XIAOAN_SECURE_COOKIES === '1' });
+      server = await createDashboardServer({ store, alerting, port, host, log, extras, secureCookies: io.env.XIAOAN_SECURE_COOKIES === '1' });
     } catch (e) {
       await alerting.stop();
       await store.close();

@@ -246,6 +246,18 @@ describe('xiaoan config check FILE', () => {
   });
 });
 
+describe('xiaoan config env', () => {
+  it('lists a tier\'s settings with their variables, secrets marked, and refuses an unknown tier', async () => {
+    const r = await cli(['config', 'env', 'ingest']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('ingest\tbroker.password\tXIAOAN_BROKER__PASSWORD(_FILE)\t—');
+    expect(r.out).toContain('ingest\thttp.port\tXIAOAN_HTTP__PORT\t8082');
+    expect((await cli(['config', 'env', 'broker'])).code).toBe(2);
+    const md = await cli(['config', 'env', '--markdown']);
+    expect(md.out.join('\n')).toBe(settingsMarkdown());
+  });
+});
+
 describe('docs/configuration.md', () => {
   it('lists every setting of every tier with its environment variable (regenerate with `xiaoan config env --markdown`)', () => {
     const doc = readFileSync(join(ROOT, 'docs/configuration.md'), 'utf8');

@@ -66,6 +66,10 @@ function connect() {
   source?.close();
   source = new EventSource('/api/stream');
   source.addEventListener('hello', () => setLive(true));
+  source.addEventListener('logout', () => {
+    source?.close();
+    window.dispatchEvent(new Event('xiaoan:unauthenticated'));
+  });
   source.addEventListener('alert', (ev) => {
     const { change, alert } = JSON.parse(ev.data);
     const id = String(alert.id);

@@ -112,7 +112,12 @@ async function start() {
     });
   }
   window.addEventListener('popstate', () => session.user && show(pageFor(location.pathname)));
-  window.addEventListener('xiaoan:unauthenticated', () => showLogin());
+  window.addEventListener('xiaoan:unauthenticated', () => {
+    if (current?.mod?.unmount) current.mod.unmount();
+    current = null;
+    setSession(null);
+    showLogin();
+  });
 
   try {
     setSession(await api('GET', '/api/me'));

@@ -49,7 +49,7 @@ export async function showCamera(alert) {
   }
   title.append(` · ${info.camera.name}`);
   const snap = h('figure', {}, h('figcaption', {}, t('camera.snapshot')),
-    info.snapshots.length ? h('img', { src: info.snapshots[0].url, alt: t('camera.snapshot'), id: 'camera-snapshot' }) : h('p', { class: 'muted' }, '—'),
+    info.snapshots.length ? h('img', { src: info.snapshots[0].url, alt: t('camera.snapshot'), id: 'camera-snapshot' }) : h('p', { class: 'muted' }, t('camera.noSnapshot')),
     info.snapshots.length ? h('small', { class: 'muted' }, fmtTime(info.snapshots[0].createdAt)) : null);
   const canvas = h('canvas', { id: 'camera-live', width: 640, height: 360 });
   const live = h('figure', {}, h('figcaption', {}, t('camera.live')), info.liveUrl ? canvas : h('p', { class: 'muted' }, '—'));

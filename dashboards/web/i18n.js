@@ -51,6 +51,7 @@ const TEXT = {
   'camera.live': ['实时画面', 'Live view'],
   'camera.none': ['附近没有摄像头', 'No camera nearby'],
   'camera.close': ['关闭', 'Close'],
+  'camera.noSnapshot': ['告警时未抓拍', 'No snapshot was taken'],
   'devices.title': ['设备', 'Devices'],
   'devices.id': ['编号', 'ID'],
   'devices.name': ['名称', 'Name'],

@@ -3,7 +3,7 @@
 // scale and offset, bit fields and enumerations; and the request plan that coalesces contiguous
 // points into as few reads as the protocol allows.
 import type { ModbusPoint, ModbusProfile, ModbusTable, RegisterType } from '../profile-schema.ts';
-import { registerCount } from '../profile-schema.ts';
+import { bitFieldWidth, registerCount } from '../profile-schema.ts';
 
 /** Modbus Application Protocol V1.1b3 §6.1–6.4: at most 2000 bits (FC 1/2) and 125 registers (FC 3/4) per read. */
 export const MAX_READ_BITS = 2000;
@@ -41,7 +41,7 @@ export function resolvePoints(profile: ModbusProfile): ResolvedPoint[] {
       byteOrder: p.byteOrder ?? profile.modbus.byteOrder,
       wordOrder: p.wordOrder ?? profile.modbus.wordOrder,
       rawType,
-      width: bitTable ? 1 : registerCount(p),
+      width: bitTable ? (p.type === 'bitfield' ? bitFieldWidth(p) : 1) : registerCount(p),
       roundTo: rawType === 'float32' ? 0 : 10 ** Math.min(12, Math.max(decimals(p.scale), decimals(p.offset))),
     };
   });
@@ -87,14 +87,8 @@ export function decodeRaw(words: number[], type: RegisterType, byteOrder: Order,
     const u = hi * 0x10000 + lo;
     return type === 'int32' && u >= 0x80000000 ? u - 0x100000000 : u;
   }
-  const b = wordsToBuffer(words, byteOrder, wordOrder);
-  switch (type) {
-    case 'int16': return b.readInt16BE(0);
-    case 'uint16': return b.readUInt16BE(0);
-    case 'int32': return b.readInt32BE(0);
-    case 'uint32': return b.readUInt32BE(0);
-    case 'float32': return b.readFloatBE(0);
-  }
+  // float32 (IEEE 754 single), in the value's natural order after byte and word swaps
+  return wordsToBuffer(words, byteOrder, wordOrder).readFloatBE(0);
 }
 
 export function encodeRaw(value: number, type: RegisterType, byteOrder: Order, wordOrder: Order): number[] {
@@ -200,6 +194,17 @@ type PointDecoder = (data: Array<number | boolean>) => DecodedPoint;
 
 /** One decoder per point, built once per plan: the hot path reads only locals. */
 function pointDecoder(p: ResolvedPoint, off: number, table: ModbusTable): PointDecoder {
+  if ((table === 'coil' || table === 'discrete') && p.type === 'bitfield') {
+    const bits = (p.bits ?? []).map((b) => [b.name, off + b.bit] as const);
+    const width = p.width;
+    return (data) => {
+      const m = new Map<string, boolean>();
+      for (const [name, at] of bits) m.set(name, Boolean(data[at]));
+      let mask = 0;
+      for (let i = 0; i < Math.min(width, 52); i++) if (data[off + i]) mask += 2 ** i;
+      return { point: p, value: mask, bits: m };
+    };
+  }
   if (table === 'coil' || table === 'discrete') {
     return (data) => {
       const b = Boolean(data[off]);

@@ -59,6 +59,49 @@ describe('Modbus TCP driver against the profile-driven simulator', () => {
     await expect(driver.write('smoke_density', 1)).rejects.toMatchObject({ code: 'not_writable' });
   });
 
+  it('writes a float32 set-point in word-swapped order with one FC 16 request', async () => {
+    const profile = (await getProfile('water-pressure-generic')) as ModbusProfile;
+    const sim = await startModbusSimulator({ profile, initial: { pressure: 0.35, low_limit: 0.1 } });
+    cleanup.push(() => sim.close());
+    const driver = await createDriver({ id: 'wp-1', profile: profile.id, url: sim.url }, ctx, { modbus: { lines: new LineRegistry() } });
+    cleanup.push(() => driver.close());
+    expect(readings(await driver.poll!()).pressure).toBeCloseTo(0.35, 6);
+    const before = sim.requests[16] ?? 0;
+    await driver.write('low_limit', 0.25);
+    expect(sim.requests[16]).toBe(before + 1);
+    expect(sim.get('low_limit')).toBeCloseTo(0.25, 6);
+    expect(readings(await driver.poll!()).low_limit).toBeCloseTo(0.25, 6);
+  });
+
+  it('relay module: a coil field is read with FC 1, written whole with FC 15 and bit by bit with FC 5', async () => {
+    const profile = (await getProfile('relay-output-8ch-generic')) as ModbusProfile;
+    const sim = await startModbusSimulator({ profile, initial: { door_east_open: true } });
+    cleanup.push(() => sim.close());
+    const driver = await createDriver({ id: 'relay-1', profile: profile.id, url: sim.url }, ctx, { modbus: { lines: new LineRegistry() } });
+    cleanup.push(() => driver.close());
+    const first = await driver.poll!();
+    expect(readings(first)).toMatchObject({ sounder: 0, strobe: 0, door_east_open: 1, door_west_open: 0 });
+    expect(events(first).map((e) => [e.type, e.data.point])).toEqual([['linkage.door_released', 'door_east_open']]);
+    await driver.write('relays', 0b0101);
+    expect(sim.requests[15]).toBe(1);
+    expect([sim.get('sounder'), sim.get('strobe'), sim.get('door_release_east'), sim.get('door_release_west')]).toEqual([true, false, true, false]);
+    await driver.write('door_release_west', true);
+    expect(sim.requests[5]).toBe(1);
+    expect(sim.get('relays')).toBe(0b1101);
+    await expect(driver.write('relays', 256)).rejects.toMatchObject({ code: 'bad_value' });
+    await expect(driver.write('door_east_open', true)).rejects.toMatchObject({ code: 'not_writable' });
+  });
+
+  it('a delayed answer within the timeout is fine; past it is a timeout', async () => {
+    const { sim, driver } = await smokeRig();
+    sim.fault('delay', { ms: 50 });
+    expect(readings(await driver.poll!()).smoke_density).toBe(0.02);
+    expect(driver.health().state).toBe('online');
+    sim.fault('delay', { ms: 800 });
+    expect(await driver.poll!()).toEqual([]);
+    expect(driver.health()).toMatchObject({ state: 'degraded', lastError: expect.stringMatching(/timeout/) });
+  });
+
   it('a Modbus exception shows as degraded health with the exception code; poll never throws', async () => {
     const { sim, driver } = await smokeRig();
     await driver.poll!();

@@ -6,7 +6,7 @@ import { DriverError } from '../types.ts';
 import type { ModbusProfile } from '../profile-schema.ts';
 import { ALARM_EVENT_TYPES } from '../profile-schema.ts';
 import { HealthTracker } from '../health.ts';
-import { decodeBlock, encodeRaw, fromEngineering, modiconRef, planReads, resolvePoints, MAX_WRITE_REGISTERS, type DecodedPoint, type ReadBlock, type ResolvedPoint } from './codec.ts';
+import { decodeBlock, encodeRaw, fromEngineering, modiconRef, planReads, resolvePoints, MAX_WRITE_COILS, MAX_WRITE_REGISTERS, type DecodedPoint, type ReadBlock, type ResolvedPoint } from './codec.ts';
 import { defaultLines, interFrameGapMs, ModbusLine, type LineRegistry } from './line.ts';
 import { parseModbusUrl } from './url.ts';
 import { createSerialLibWire, targetKey, type ModbusWire, type WireTarget } from './wire.ts';
@@ -128,7 +128,8 @@ export async function createModbusDriver(spec: DeviceSpec, profile: ModbusProfil
       return out;
     },
     async write(pointName, value) {
-      const p = points.find((x) => x.name === pointName);
+      const owner = points.find((x) => x.bits?.some((b) => b.name === pointName) && (x.table === 'coil' || x.table === 'holding'));
+      const p = points.find((x) => x.name === pointName) ?? (owner?.table === 'coil' ? owner : undefined);
       if (!p || !p.writable)
         throw new DriverError(
           `点位不可写 point "${pointName}" is not writable on ${profile.id}; writable: ${points.filter((x) => x.writable).map((x) => x.name).join(', ') || 'none'}`,
@@ -136,6 +137,24 @@ export async function createModbusDriver(spec: DeviceSpec, profile: ModbusProfil
           false,
         );
       const at = `${modiconRef(p.table, p.address)} (unit ${addr.unit}, ${line.key})`;
+      if (p.table === 'coil' && p.type === 'bitfield') {
+        if (p.name !== pointName) {
+          // one named bit of a coil field: FC 5 write single coil
+          const bit = p.bits!.find((b) => b.name === pointName)!.bit;
+          const b = toBool(value);
+          if (b === null) throw new DriverError(`值无效 "${pointName}" takes true/false, got ${JSON.stringify(value)}`, 'bad_value', false);
+          await line.request(addr.unit, `coil ${modiconRef('coil', p.address + bit)} (unit ${addr.unit}, ${line.key})`, timeoutMs, 0, (w, t) => w.writeCoil(addr.unit, p.address + bit, b, t));
+          return;
+        }
+        // the whole field: FC 15 write multiple coils, from a bit mask (bit 0 = first coil)
+        const mask = typeof value === 'number' ? value : typeof value === 'string' && /^(0x[0-9a-f]+|\d+)$/i.test(value) ? Number(value) : NaN;
+        if (!Number.isInteger(mask) || mask < 0 || mask >= 2 ** Math.min(p.width, 52))
+          throw new DriverError(`值无效 "${pointName}" takes a bit mask 0…${2 ** Math.min(p.width, 52) - 1}, got ${JSON.stringify(value)}`, 'bad_value', false);
+        const states = Array.from({ length: p.width }, (_, i) => Math.floor(mask / 2 ** i) % 2 === 1);
+        if (states.length > MAX_WRITE_COILS) throw new DriverError(`"${pointName}" spans more than ${MAX_WRITE_COILS} coils`, 'bad_value', false);
+        await line.request(addr.unit, `coils ${at}`, timeoutMs, 0, (w, t) => w.writeCoils(addr.unit, p.address, states, t));
+        return;
+      }
       if (p.table === 'coil') {
         const b = toBool(value);
         if (b === null) throw new DriverError(`值无效 "${pointName}" takes true/false, got ${JSON.stringify(value)}`, 'bad_value', false);

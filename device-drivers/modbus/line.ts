@@ -126,7 +126,7 @@ export class ModbusLine {
           await this.ensureConnected(job.timeoutMs);
           const s = this.unit(job.unit);
           s.wireRequests++;
-          const v = await this.guard(job.run(this.wire, job.timeoutMs), job.timeoutMs, job);
+          const v = await this.guard(job.run(this.wire, job.timeoutMs), job.timeoutMs, { what: job.what });
           s.failures = 0;
           s.until = 0;
           job.resolve(v);
@@ -149,7 +149,8 @@ export class ModbusLine {
             job.reject(err);
           }
         }
-        const wait = this.opts.gapMs + settle;
+        // timers have whole milliseconds: round the gap up, never down
+        const wait = Math.ceil(this.opts.gapMs + settle);
         if (wait > 0 && this.queue.length) await this.sleep(wait);
       }
     } finally {
@@ -169,7 +170,12 @@ export class ModbusLine {
   private async ensureConnected(timeoutMs: number): Promise<void> {
     if (this.wire.isOpen()) return;
     try {
-      await this.wire.connect(timeoutMs);
+      // a host that drops SYNs never answers at all: the connect gets its own deadline
+      await this.guard(this.wire.connect(timeoutMs), timeoutMs, {
+        what: this.key,
+        timeoutError: () => new DriverError(`连接超时 connection timed out: ${this.key}`, 'connect_timeout', true),
+      });
+      if (!this.wire.isOpen()) throw new DriverError(`连接失败 could not connect: ${this.key}`, 'not_connected', true);
       this.connectFailures = 0;
       this.connectUntil = 0;
       this.lastConnectError = null;
@@ -184,10 +190,10 @@ export class ModbusLine {
   }
 
   /** modbus-serial times out on its own; this guard catches a request that never settles at all. */
-  private guard<T>(p: Promise<T>, timeoutMs: number, job: Job): Promise<T> {
+  private guard<T>(p: Promise<T>, timeoutMs: number, o: { what: string; timeoutError?: () => DriverError }): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const h = this.opts.clock.setTimeout(
-        () => reject(new DriverError(`超时 timeout: no answer from ${job.what}`, 'timeout', true)),
+        () => reject(o.timeoutError?.() ?? new DriverError(`超时 timeout: no answer from ${o.what}`, 'timeout', true)),
         timeoutMs + 250,
       );
       p.then(

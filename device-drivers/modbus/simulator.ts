@@ -74,6 +74,11 @@ export class RegisterImage {
 
   set(name: string, value: number | boolean | string): void {
     const { point: p, bit } = this.find(name);
+    if ((p.table === 'coil' || p.table === 'discrete') && p.type === 'bitfield') {
+      if (bit !== undefined) this.bits[p.table].set(p.address + bit, value === true || value === 1 || value === 'true');
+      else for (let i = 0; i < p.width; i++) this.bits[p.table].set(p.address + i, Math.floor(Number(value) / 2 ** i) % 2 === 1);
+      return;
+    }
     if (p.table === 'coil' || p.table === 'discrete') {
       this.bits[p.table].set(p.address, value === true || value === 1 || value === 'true');
       return;
@@ -98,6 +103,12 @@ export class RegisterImage {
 
   get(name: string): number | boolean {
     const { point: p, bit } = this.find(name);
+    if ((p.table === 'coil' || p.table === 'discrete') && p.type === 'bitfield') {
+      if (bit !== undefined) return this.bits[p.table].get(p.address + bit) ?? false;
+      let mask = 0;
+      for (let i = 0; i < p.width; i++) if (this.bits[p.table].get(p.address + i)) mask += 2 ** i;
+      return mask;
+    }
     if (p.table === 'coil' || p.table === 'discrete') return this.bits[p.table].get(p.address) ?? false;
     const raw = decodeRaw(this.words(p), p.rawType, p.byteOrder, p.wordOrder);
     if (bit !== undefined) return Math.floor(raw / 2 ** bit) % 2 === 1;

@@ -42,6 +42,9 @@ export function classifyModbusError(e: unknown, where: string): DriverError {
   }
   const msg = err?.message ?? String(e);
   if (err?.errno === 'ETIMEDOUT' || /^Timed out/.test(msg)) return new DriverError(`超时 timeout: no answer from ${where}`, 'timeout', true);
+  if (msg === 'TCP Connection Timed Out') return new DriverError(`连接超时 connection timed out: ${where}`, 'connect_timeout', true);
+  if (/No such file or directory|ENOENT/.test(msg)) return new DriverError(`串口不存在 no such serial device: ${where} (${msg.replace(/^Error: /, '')})`, 'no_such_port', false);
+  if (/Permission denied|EACCES/.test(msg)) return new DriverError(`无权访问串口 permission denied: ${where}; add the user to the dialout group`, 'permission_denied', false);
   if (msg === 'CRC error') return new DriverError(`CRC 校验错误 CRC error in the answer from ${where}`, 'crc', true);
   if (/^Data length error|^Unexpected data error/.test(msg)) return new DriverError(`报文错误 malformed frame from ${where}: ${msg}`, 'crc', true);
   if (err?.errno === 'ECONNREFUSED' || err?.code === 'ECONNREFUSED') return new DriverError(`连接被拒绝 connection refused: ${where}`, 'connection_refused', true);

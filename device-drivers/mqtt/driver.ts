@@ -90,7 +90,7 @@ export async function createMqttDriver(spec: DeviceSpec, profile: MqttProfile, c
     health() {
       const h = health.snapshot();
       if (h.lastSeen !== null && ctx.clock.now() - h.lastSeen > SILENT_AFTER_INTERVALS * intervalMs && h.state !== 'offline') {
-        health.silent(`no message for ${Math.round((ctx.clock.now() - h.lastSeen) / 1000)} s`);
+        health.silent(`no message for ${Math.floor((ctx.clock.now() - h.lastSeen) / 1000)} s`);
         return health.snapshot();
       }
       return h;

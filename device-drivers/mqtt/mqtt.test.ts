@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
+import { connect } from 'node:net';
 import { createLogger, systemClock, hashResidentId } from '../../contract/index.ts';
 import { createDriver, type Observation } from '../index.ts';
 import { startDeviceBroker, type DeviceBroker } from './broker.ts';
@@ -61,7 +62,67 @@ describe('device broker', () => {
   });
 });
 
+/** Send a CONNECT by hand and return the CONNACK return code. */
+function rawConnackCode(port: number, clientId: string, clean: boolean, username: string, password: string): Promise<number> {
+  const str = (v: string) => {
+    const b = Buffer.from(v, 'utf8');
+    const l = Buffer.alloc(2);
+    l.writeUInt16BE(b.length);
+    return Buffer.concat([l, b]);
+  };
+  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc0 | (clean ? 2 : 0), 0, 30]), str(clientId), str(username), str(password)]);
+  const packet = Buffer.concat([Buffer.from([0x10, body.length]), body]);
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.write(packet));
+    s.once('data', (d: Buffer) => {
+      s.destroy();
+      d[0] === 0x20 ? resolve(d[3]!) : reject(new Error(`not a CONNACK: ${d.toString('hex')}`));
+    });
+    s.once('error', reject);
+  });
+}
+
+describe('device broker, more refusals', () => {
+  it('an empty client id with a persistent session is refused; $SYS cannot be published to', async () => {
+    const broker = await rig();
+    // MQTT.js will not even send this; speak the protocol directly (MQTT 3.1.1 §3.1, §3.2)
+    expect(await rawConnackCode(broker.port, '', false, 'gate-1', 'gate-secret')).toBe(2);
+    expect(await rawConnackCode(broker.port, 'ok-id', false, 'gate-1', 'gate-secret')).toBe(0);
+    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'g1', reconnectPeriod: 0 });
+    cleanup.push(() => c.endAsync(true));
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    c.publish('$SYS/broker/uptime', 'forged', { qos: 1 });
+    await closed;
+    // a device may not publish to its own command topic either (commands come from the gateway)
+    const c2 = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'g2', reconnectPeriod: 0 });
+    cleanup.push(() => c2.endAsync(true));
+    const closed2 = new Promise<void>((r) => c2.once('close', () => r()));
+    c2.publish('devices/gate-1/cmd', '{"action":"unlock"}', { qos: 1 });
+    await closed2;
+    expect(broker.connectedDevices()).toEqual([]);
+  });
+});
+
 describe('MQTT gate', () => {
+  it('a device that stops publishing goes offline after three of its intervals', async () => {
+    const broker = await rig();
+    let skew = 0;
+    const clock = { ...systemClock, now: () => Date.now() + skew };
+    const driver = await createDriver({ id: 'gate-1', profile: 'gate-controller-generic', url: 'mqtt://gate-1', intervalMs: 1000 }, { clock, log, deviceBroker: broker.handle });
+    cleanup.push(() => driver.close());
+    await driver.subscribe!(() => {});
+    expect(driver.health().state).toBe('offline'); // never heard from
+    const gate = await startGateSimulator({ brokerUrl: broker.url, deviceId: 'gate-1', username: 'gate-1', password: 'gate-secret', heartbeatMs: 0 });
+    cleanup.push(() => gate.close());
+    await until(() => driver.health().state === 'online');
+    skew = 2500;
+    expect(driver.health().state).toBe('online');
+    skew = 3500;
+    expect(driver.health()).toMatchObject({ state: 'offline', lastError: expect.stringMatching(/no message for 3 s/) });
+    await gate.setDoor(true);
+    await until(() => driver.health().state === 'online');
+  });
+
   it('maps state and forced-open events, and an unlock write reaches the gate', async () => {
     const broker = await rig();
     const driver = await createDriver({ id: 'gate-1', profile: 'gate-controller-generic', url: 'mqtt://gate-1' }, { clock: systemClock, log, deviceBroker: broker.handle });

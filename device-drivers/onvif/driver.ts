@@ -162,6 +162,8 @@ export async function createOnvifDriver(spec: DeviceSpec, profile: OnvifProfile,
   let loopRunning = false;
   let loopTimer: unknown = null;
   const states = new Map<string, boolean>();
+  /** bumped when a connection is given up: answers from an older one must not count as health */
+  let generation = 0;
 
   function newCam(): Cam {
     agent?.cutAll();
@@ -258,6 +260,7 @@ export async function createOnvifDriver(spec: DeviceSpec, profile: OnvifProfile,
   }
 
   function fail(err: DriverError): void {
+    generation++;
     failures++;
     retryAt = ctx.clock.now() + Math.min(backoffBase * 2 ** (failures - 1), 300_000);
     const was = health.snapshot().state;
@@ -359,7 +362,13 @@ export async function createOnvifDriver(spec: DeviceSpec, profile: OnvifProfile,
           renewAt = ctx.clock.now() + profile.onvif.subscriptionTtl / 2;
         }
         // the camera may hold a PullMessages up to a minute (ONVIF Core §9.1.2); allow for it
+        const gen = generation;
         const res = await call((cb) => c.pullMessages({ messageLimit: 50 }, (e: unknown, r: unknown) => cb(e, r)), 'PullMessages', 75_000);
+        if (gen !== generation) {
+          // the connection was given up while this pull waited (e.g. a failed poll): start over
+          subscribed = false;
+          continue;
+        }
         // ONVIF Events WSDL: a PullMessagesResponse always carries CurrentTime and TerminationTime
         if (!pullResponseSchema.safeParse(res).success) throw new DriverError(`摄像机应答结构不符 ${where}: PullMessages answer has an unexpected shape`, 'bad_response', true);
         health.ok();
@@ -386,15 +395,18 @@ export async function createOnvifDriver(spec: DeviceSpec, profile: OnvifProfile,
         if (info && cam) {
           // liveness: one cheap authenticated call
           const c = cam;
+          const gen = generation;
           await call((cb) => c.getDeviceInformation((e: unknown, r: unknown) => cb(e, r)), 'GetDeviceInformation');
-          health.ok();
+          if (gen === generation) health.ok();
         } else await ensureConnected();
+        // a camera has no measured values; `online` gives the edge something to report at integrity time
+        return [{ kind: 'reading', metric: 'online', value: 1, ts: ctx.clock.now(), quality: 'good' }];
       } catch (e) {
         const err = classify(e, where);
         if (err.code !== 'backoff' && (info || cam)) fail(err);
         else if (err.code === 'backoff') health.failed(err);
+        return [];
       }
-      return [];
     },
     async subscribe(onObservation) {
       listener = onObservation;

@@ -60,7 +60,7 @@ describe('ONVIF driver against the simulator', () => {
     expect(info.snapshotUri).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/snapshot\.jpg$/);
     const jpg = await driver.snapshot();
     expect([jpg[0], jpg[1], jpg[jpg.length - 2], jpg[jpg.length - 1]]).toEqual([0xff, 0xd8, 0xff, 0xd9]);
-    expect(await driver.poll!()).toEqual([]);
+    expect(await driver.poll!()).toEqual([expect.objectContaining({ kind: 'reading', metric: 'online', value: 1 })]);
     expect(driver.health().state).toBe('online');
   });
 

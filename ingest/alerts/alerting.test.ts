@@ -253,6 +253,33 @@ describe.each(ENGINES)('alerting on %s', (engine) => {
   });
 });
 
+describe('emergencies first', () => {
+  it('an alarm event is evaluated and stored before bulk readings queued ahead of it', async () => {
+    const tdb = await createTestDatabase('pglite');
+    try {
+      const clock = fakeClock();
+      await seed(tdb, clock.now());
+      const alerting = await createAlerting({ db: tdb.db, rules: await loadLibrary(), clock, tickMs: 0 });
+      const order: string[] = [];
+      const unlisten = await tdb.db.listen(ALERT_CHANNEL, (p) => {
+        const c = JSON.parse(p);
+        if (c.action === 'raised') order.push(c.ruleId);
+      });
+      const jobs: Promise<void>[] = [];
+      for (let i = 0; i < 40; i++) jobs.push(alerting.listener.onStored(readings('temp-1', 'temperature', clock.now() + i, [20 + (i % 3)])));
+      jobs.push(alerting.listener.onStored(readings('smoke-1', 'smoke_density', clock.now(), new Array(12).fill(0.3))));
+      jobs.push(alerting.listener.onStored(event('gate-1', 'gate.forced_open', clock.now())));
+      await Promise.all(jobs);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(order.filter((r) => r === 'gate-forced' || r === 'smoke-sustained')).toEqual(['gate-forced', 'smoke-sustained']);
+      await unlisten();
+      await alerting.stop();
+    } finally {
+      await tdb.drop();
+    }
+  });
+});
+
 describe('escalation ladder', () => {
   it('goes school → county → city and stops', () => {
     expect(nextTier(SCHOOL, null)).toBe('37/3701/370102');

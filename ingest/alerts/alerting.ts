@@ -138,23 +138,65 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
   log.info('alerting started', { rules: initial.rules.length, sitesRestored: states.rows.length });
 
   const counters = { evaluated: 0, transitions: 0, faults: 0 };
+  /** silence while the platform itself was down is not the devices' fault */
+  const startedAt = clock.now();
   const dirtySites = new Set<string>();
   let lastStateSave = clock.now();
   let stopped = false;
 
   // ---- serial work with two lanes: emergencies never wait behind bulk readings ----
-  type Task = () => Promise<void>;
-  const urgent: Task[] = [];
-  const bulk: Task[] = [];
+  // Batches are evaluated one after another (the engine is synchronous and fast); the transitions
+  // of every batch taken together are stored in one transaction, so a backlog drains in a few
+  // commits instead of one commit per batch. Other work (ticks, acknowledgements) runs in order.
+  type Item =
+    | { kind: 'batch'; batch: StoredBatch; what: 'events' | 'readings'; resolve: () => void; reject: (e: unknown) => void }
+    | { kind: 'task'; fn: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
+  const urgent: Item[] = [];
+  const bulk: Item[] = [];
   let pumping: Promise<void> | null = null;
+  const MAX_TAKE = 500;
+  const runItems = async (items: Item[], lane: 'urgent' | 'bulk') => {
+    let out: AlertTransition[] = [];
+    let waiting: Item[] = [];
+    const flush = async () => {
+      if (waiting.length === 0) return;
+      const done = waiting;
+      const ts = out;
+      waiting = [];
+      out = [];
+      await apply(ts); // never throws: what cannot be stored now is kept and retried
+      for (const w of done) w.resolve();
+    };
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!;
+      if (lane === 'bulk' && urgent.length > 0) {
+        // an emergency arrived: store what is evaluated, put the rest back, let it go first
+        bulk.unshift(...items.slice(i));
+        break;
+      }
+      if (it.kind === 'batch') {
+        try {
+          out.push(...(await evaluate(it.batch, it.what)));
+          waiting.push(it);
+        } catch (e) {
+          it.reject(e);
+        }
+        continue;
+      }
+      await flush();
+      await it.fn().then(it.resolve, it.reject);
+    }
+    await flush();
+  };
   const pump = () => {
     if (pumping) return pumping;
     pumping = (async () => {
       try {
         for (;;) {
-          const t = urgent.shift() ?? bulk.shift();
-          if (!t) break;
-          await t();
+          const lane = urgent.length ? 'urgent' : 'bulk';
+          const items = (lane === 'urgent' ? urgent : bulk).splice(0, MAX_TAKE);
+          if (items.length === 0) break;
+          await runItems(items, lane);
         }
       } finally {
         pumping = null;
@@ -164,7 +206,12 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
   };
   const enqueue = (lane: 'urgent' | 'bulk', fn: () => Promise<void>): Promise<void> =>
     new Promise<void>((resolve, reject) => {
-      (lane === 'urgent' ? urgent : bulk).push(() => fn().then(resolve, reject));
+      (lane === 'urgent' ? urgent : bulk).push({ kind: 'task', fn, resolve, reject });
+      void pump();
+    });
+  const enqueueBatch = (lane: 'urgent' | 'bulk', batch: StoredBatch, what: 'events' | 'readings'): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      (lane === 'urgent' ? urgent : bulk).push({ kind: 'batch', batch, what, resolve, reject });
       void pump();
     });
 
@@ -313,7 +360,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     into.push(...res.transitions);
   };
 
-  async function evaluate(batch: StoredBatch, what: 'events' | 'readings'): Promise<void> {
+  async function evaluate(batch: StoredBatch, what: 'events' | 'readings'): Promise<AlertTransition[]> {
     const site = batch.gateway.orgPath;
     const recs = what === 'events' ? batch.events : batch.readings;
     const devs = await devicesOf(batch.gateway.id, recs.map((r) => r.device));
@@ -327,15 +374,16 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     }
     counters.evaluated += recs.length;
     for (const s of engine.takeDirtySites()) dirtySites.add(s);
-    await apply(out);
+    return out;
   }
 
   const listener: BatchListener = {
     name: 'alerting',
     async onStored(batch) {
+      if (stopped) throw new Error('alerting is stopped; the batch stays stored but is not evaluated here (告警模块已停止)');
       const jobs: Promise<void>[] = [];
-      if (batch.events.length) jobs.push(enqueue('urgent', () => evaluate(batch, 'events')));
-      if (batch.readings.length) jobs.push(enqueue('bulk', () => evaluate(batch, 'readings')));
+      if (batch.events.length) jobs.push(enqueueBatch('urgent', batch, 'events'));
+      if (batch.readings.length) jobs.push(enqueueBatch('bulk', batch, 'readings'));
       await Promise.all(jobs);
     },
     async onGatewayStatus(status: GatewayStatus & { orgPath: string }) {
@@ -359,7 +407,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
          from devices d join gateways g on g.id = d.gateway_id ${where}`,
       params,
     );
-    return r.rows.map((d) => ({ gatewayId: d.gateway_id, deviceId: d.device_id, orgPath: d.org_path, profile: d.profile, building: d.building, room: d.room, expectedIntervalMs: d.expected_interval_ms, state: d.state, lastSeen: d.last_seen === null ? null : Number(d.last_seen) }));
+    return r.rows.map((d) => ({ gatewayId: d.gateway_id, deviceId: d.device_id, orgPath: d.org_path, profile: d.profile, building: d.building, room: d.room, expectedIntervalMs: d.expected_interval_ms, state: d.state, lastSeen: d.last_seen === null ? null : Number(d.last_seen), watchedSince: startedAt }));
   }
 
   async function absenceCheck() {
@@ -553,7 +601,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       if (stopped) return;
       stopped = true;
       if (timer !== null) clock.clearInterval(timer);
-      if (pumping) await pumping;
+      while (pumping) await pumping;
       if (ticking) await ticking.catch(() => {});
       await saveDirtyStates();
     },

@@ -43,7 +43,10 @@ export interface SinkError extends Error {
 export function classifyDbError(e: unknown): SinkError {
   const err = (e instanceof Error ? e : new Error(String(e))) as SinkError;
   const code = typeof err.code === 'string' ? err.code : undefined;
-  const sqlstate = code && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  // A SQLSTATE comes from the server, in an error that carries its severity; socket errors
+  // (EPIPE, ECONNRESET…) have codes too, and may even look like one.
+  const fromServer = typeof (err as { severity?: unknown }).severity === 'string';
+  const sqlstate = fromServer && code && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
   err.retryable =
     !sqlstate ||
     sqlstate.startsWith('08') ||
@@ -188,6 +191,8 @@ export interface PostgresSink {
   partitions: PartitionKeeper;
   /** rows streamed per COPY chunk (bytes); the stream's own backpressure governs beyond that */
   readonly copyChunkBytes: number;
+  /** how often the direct COPY met a redelivered record and the batch went through staging */
+  stats(): { fallbacks: number };
 }
 
 export function createPostgresSink(db: Db, opts: StorageOptions & { copyChunkBytes?: number }): PostgresSink {
@@ -196,13 +201,47 @@ export function createPostgresSink(db: Db, opts: StorageOptions & { copyChunkByt
   const moveFromStaging = moveReadingsSql('readings_in', opts.timescale);
   const moveFromUnnest = moveReadingsSql(UNNEST_READINGS, opts.timescale);
   const stagedClients = new WeakSet<pg.PoolClient>();
+  const clock = opts.now;
+  let stagingUntil = 0;
+  let fallbacks = 0;
+  const rollupFromParams = (table: string, p: number) => `,
+  ${table} as (
+    insert into ${table} as r (bucket, gateway_id, device_id, metric, n, sum, min, max)
+    select to_timestamp(b / 1000.0), g, d, m, n, s, mi, ma
+      from unnest($${p}::float8[], $${p + 1}::text[], $${p + 2}::text[], $${p + 3}::text[], $${p + 4}::bigint[],
+                  $${p + 5}::float8[], $${p + 6}::float8[], $${p + 7}::float8[]) as u(b, g, d, m, n, s, mi, ma)
+     order by g, d, m, b
+    on conflict (gateway_id, device_id, metric, bucket) do update
+      set n = r.n + excluded.n, sum = r.sum + excluded.sum,
+          min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))`;
+  const aggregatesSql = `
+with latest as (
+  insert into latest_readings as l (gateway_id, device_id, metric, ts, value, quality)
+  select g, d, m, to_timestamp(t / 1000.0), v, q
+    from unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::text[]) as u(g, d, m, t, v, q)
+   order by g, d, m
+  on conflict (gateway_id, device_id, metric) do update
+    set ts = excluded.ts, value = excluded.value, quality = excluded.quality
+    where l.ts <= excluded.ts
+),
+seen as (
+  insert into devices as dv (gateway_id, device_id, org_path, last_seen)
+  select u.g, u.d, gw.org_path, to_timestamp(u.t / 1000.0)
+    from unnest($7::text[], $8::text[], $9::float8[]) as u(g, d, t) join gateways gw on gw.id = u.g
+   order by 1, 2
+  on conflict (gateway_id, device_id) do update set last_seen = greatest(dv.last_seen, excluded.last_seen)
+)${opts.timescale ? '' : rollupFromParams('readings_1m', 10) + rollupFromParams('readings_1h', 18)}
+select 1`;
 
-  async function copyInto(client: pg.PoolClient, batches: ReadingRows[]): Promise<void> {
-    const stream = client.query(copyFrom('copy readings_in (gateway_id, seq, device_id, metric, ts_ms, value, quality) from stdin'));
+  async function copyInto(client: pg.PoolClient, batches: ReadingRows[], target: 'readings' | 'readings_in'): Promise<void> {
+    const stream = client.query(
+      copyFrom(`copy ${target} (gateway_id, seq, device_id, metric, ${target === 'readings' ? 'ts' : 'ts_ms'}, value, quality) from stdin`),
+    );
     const done = new Promise<void>((resolve, reject) => {
       stream.on('finish', resolve);
       stream.on('error', reject);
     });
+    done.catch(() => {}); // awaited below; a failure while writing rejects through flush() first
     let chunk = '';
     const flush = async (final: boolean) => {
       if (chunk.length === 0) return;
@@ -215,15 +254,90 @@ export function createPostgresSink(db: Db, opts: StorageOptions & { copyChunkByt
     };
     // Ids, metric names and qualities are checked by the contract schemas (no tab, newline or
     // backslash can occur), so the text format needs no escaping.
+    const direct = target === 'readings';
     for (const b of batches) {
       for (const r of b.readings) {
-        chunk += `${b.gatewayId}\t${r.seq}\t${r.device}\t${r.metric}\t${r.ts}\t${r.value}\t${r.quality}\n`;
+        chunk += `${b.gatewayId}\t${r.seq}\t${r.device}\t${r.metric}\t${direct ? new Date(r.ts).toISOString() : r.ts}\t${r.value}\t${r.quality}\n`;
         if (chunk.length >= copyChunkBytes) await flush(false);
       }
     }
     await flush(true);
     stream.end();
     await done;
+  }
+
+  async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await pool.connect();
+    let broken = false;
+    // A server that goes away mid-transaction makes the client emit 'error' besides failing the
+    // query; without a listener that would crash the process.
+    const onError = () => { broken = true; };
+    client.on('error', onError);
+    try {
+      await client.query('begin');
+      const out = await fn(client);
+      await client.query('commit');
+      return out;
+    } catch (e) {
+      const err = classifyDbError(e);
+      if (err.retryable) broken = true;
+      await client.query('rollback').catch(() => { broken = true; });
+      throw err;
+    } finally {
+      client.off('error', onError);
+      client.release(broken ? true : undefined);
+    }
+  }
+
+  function allKeys(batches: ReadingRows[]): NewKeys {
+    const out: NewKeys = new Set();
+    for (const b of batches) for (const r of b.readings) out.add(recordKey(b.gatewayId, r.seq));
+    return out;
+  }
+
+  /** Rollup buckets, latest values and last-seen times of the rows, aggregated in memory. */
+  function aggregateParams(batches: ReadingRows[]): unknown[] {
+    type Agg = { g: string; d: string; m: string; b: number; n: number; sum: number; min: number; max: number };
+    const buckets = [new Map<string, Agg>(), new Map<string, Agg>()];
+    const widths = [60_000, 3_600_000];
+    const latest = new Map<string, { g: string; d: string; m: string; ts: number; v: number; q: string }>();
+    const seen = new Map<string, { g: string; d: string; ts: number }>();
+    for (const bt of batches) {
+      const g = bt.gatewayId;
+      for (const r of bt.readings) {
+        const series = `${g}\u0000${r.device}\u0000${r.metric}`;
+        if (!opts.timescale) {
+          for (let k = 0; k < 2; k++) {
+            const b = Math.floor(r.ts / widths[k]!) * widths[k]!;
+            const key = `${series}\u0000${b}`;
+            const a = buckets[k]!.get(key);
+            if (a) {
+              a.n++; a.sum += r.value;
+              if (r.value < a.min) a.min = r.value;
+              if (r.value > a.max) a.max = r.value;
+            } else buckets[k]!.set(key, { g, d: r.device, m: r.metric, b, n: 1, sum: r.value, min: r.value, max: r.value });
+          }
+        }
+        const l = latest.get(series);
+        if (!l || r.ts >= l.ts) latest.set(series, { g, d: r.device, m: r.metric, ts: r.ts, v: r.value, q: r.quality });
+        const dk = `${g}\u0000${r.device}`;
+        const sn = seen.get(dk);
+        if (!sn || r.ts > sn.ts) seen.set(dk, { g, d: r.device, ts: r.ts });
+      }
+    }
+    const cols = (aggs: Iterable<Agg>) => {
+      const c: unknown[][] = [[], [], [], [], [], [], [], []];
+      for (const a of aggs) {
+        c[0]!.push(a.b); c[1]!.push(a.g); c[2]!.push(a.d); c[3]!.push(a.m);
+        c[4]!.push(a.n); c[5]!.push(a.sum); c[6]!.push(a.min); c[7]!.push(a.max);
+      }
+      return c;
+    };
+    const lc: unknown[][] = [[], [], [], [], [], []];
+    for (const l of latest.values()) { lc[0]!.push(l.g); lc[1]!.push(l.d); lc[2]!.push(l.m); lc[3]!.push(l.ts); lc[4]!.push(l.v); lc[5]!.push(l.q); }
+    const sc: unknown[][] = [[], [], []];
+    for (const x of seen.values()) { sc[0]!.push(x.g); sc[1]!.push(x.d); sc[2]!.push(x.ts); }
+    return [...lc, ...sc, ...(opts.timescale ? [] : [...cols(buckets[0]!.values()), ...cols(buckets[1]!.values())])];
   }
 
   async function keysOf(rows: { gateway_id: string; seq: number }[]): Promise<NewKeys> {
@@ -243,36 +357,42 @@ export function createPostgresSink(db: Db, opts: StorageOptions & { copyChunkByt
   return {
     partitions,
     copyChunkBytes,
+    stats: () => ({ fallbacks }),
     async writeReadings(batches) {
       if (batches.every((b) => b.readings.length === 0)) return new Set();
       await ensurePartitions(batches);
       if (db.engine === 'postgres' && db.pool) {
-        const client = await db.pool.connect();
-        let broken = false;
-        // A server that goes away mid-transaction makes the client emit 'error' besides failing the
-        // query; without a listener that would crash the process.
-        const onError = () => { broken = true; };
-        client.on('error', onError);
-        try {
-          await client.query('begin');
+        const pool = db.pool;
+        // Fast path: rows go straight into `readings` by COPY — as fast as the table takes them —
+        // and the rollups, latest values and last-seen times, aggregated here, follow in one
+        // statement of the same transaction. A redelivered record makes the COPY fail on the
+        // dedup index (23505): the transaction is rolled back and the batch goes the staging way,
+        // which skips what is already stored. After such a fallback the staging way is used for a
+        // while, since redeliveries come in runs (after a restart).
+        if (clock() >= stagingUntil) {
+          try {
+            await inTransaction(pool, async (client) => {
+              await copyInto(client, batches, 'readings');
+              await client.query(aggregatesSql, aggregateParams(batches));
+            });
+            return allKeys(batches);
+          } catch (e) {
+            if ((e as SinkError).code !== '23505') throw e;
+            stagingUntil = clock() + 30_000;
+            fallbacks++;
+          }
+        }
+        const r = await inTransaction(pool, async (client) => {
           if (!stagedClients.has(client)) {
             await client.query(`create temp table if not exists readings_in (
               gateway_id text, seq bigint, device_id text, metric text, ts_ms double precision,
               value double precision, quality text) on commit delete rows`);
             stagedClients.add(client);
           }
-          await copyInto(client, batches);
-          const r = await client.query<{ gateway_id: string; seq: number }>(moveFromStaging);
-          await client.query('commit');
-          return keysOf(r.rows);
-        } catch (e) {
-          broken = classifyDbError(e).retryable;
-          await client.query('rollback').catch(() => { broken = true; });
-          throw classifyDbError(e);
-        } finally {
-          client.off('error', onError);
-          client.release(broken ? true : undefined);
-        }
+          await copyInto(client, batches, 'readings_in');
+          return client.query<{ gateway_id: string; seq: number }>(moveFromStaging);
+        });
+        return keysOf(r.rows);
       }
       const cols: unknown[][] = [[], [], [], [], [], [], []];
       for (const b of batches) {
