@@ -69,17 +69,22 @@ async function startChild(cmd: string, argv: string[], quietStderr = false): Pro
 
 interface Row { peer: string; client: string; points: number; seconds: number; pointsPerSec: number; requestsPerSec: number; cpuMsPer1000: number; peerCpuMsPer1000: number }
 
-async function measure(peer: string, port: number, peerPid: number, client: 'xiaoan-driver' | 'modbus-serial-raw', seconds: number): Promise<Row> {
+type Target = { kind: 'tcp'; port: number } | { kind: 'rtu'; path: string; baud: number };
+
+async function measure(peer: string, target: Target, peerPid: number, client: 'xiaoan-driver' | 'modbus-serial-raw', seconds: number): Promise<Row> {
+  // one serial line carries one request at a time: a single worker there
+  const workersWanted = target.kind === 'rtu' ? 1 : concurrency;
+  const url = target.kind === 'tcp' ? `modbus-tcp://127.0.0.1:${target.port}?unit=1` : `modbus-rtu://${target.path}?baud=${target.baud}&unit=1`;
   const stopAt = () => performance.now() >= t0 + seconds * 1000;
   let points = 0;
   let requests = 0;
   const workers: Array<() => Promise<void>> = [];
   const closers: Array<() => Promise<void>> = [];
   const profile = parsedProfile();
-  for (let w = 0; w < concurrency; w++) {
+  for (let w = 0; w < workersWanted; w++) {
     if (client === 'xiaoan-driver') {
       // one line (connection) per worker, as devices behind different endpoints would have
-      const d = await createDriver({ id: `b${w}`, profile: profile.id, url: `modbus-tcp://127.0.0.1:${port}?unit=1` }, { clock: systemClock, log: silentLogger }, { profile, modbus: { lines: new LineRegistry() } });
+      const d = await createDriver({ id: `b${w}`, profile: profile.id, url }, { clock: systemClock, log: silentLogger }, { profile, modbus: { lines: new LineRegistry() } });
       closers.push(() => d.close());
       workers.push(async () => {
         while (!stopAt()) {
@@ -91,7 +96,8 @@ async function measure(peer: string, port: number, peerPid: number, client: 'xia
       });
     } else {
       const c = new ModbusRTU();
-      await c.connectTCP('127.0.0.1', { port });
+      if (target.kind === 'tcp') await c.connectTCP('127.0.0.1', { port: target.port });
+      else await c.connectRTUBuffered(target.path, { baudRate: target.baud });
       c.setID(1);
       c.setTimeout(2000);
       closers.push(() => new Promise((r) => c.close(() => r())));
@@ -135,14 +141,28 @@ try {
   const sim = await startChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve-sim', String(simPort)]);
   children.push(sim);
 
-  console.log(`Modbus TCP polling, ${POINTS} points per poll (2 coalesced FC 4 requests), ${concurrency} connections, ${seconds} s per case in ${rounds} alternating rounds${quick ? ' (quick)' : ''}`);
-  console.log('peer               client              points/s   requests/s   driver CPU ms/1000 pts   peer CPU ms/1000 pts');
-  const cases = [['pymodbus 3.0', pyPort, py.pid!], ['xiaoan simulator', simPort, sim.pid!]] as const;
+  console.log(`Modbus polling, ${POINTS} points per poll (2 coalesced FC 4 requests); TCP over ${concurrency} connections, RTU on one line; ${seconds} s per case in ${rounds} alternating rounds${quick ? ' (quick)' : ''}`);
+  console.log('peer                client              points/s   requests/s   driver CPU ms/1000 pts   peer CPU ms/1000 pts');
+  // RTU: pymodbus on one end of a socat pty pair at 115,200 baud, the client on the other
+  const tag = process.pid;
+  const ttyA = `/tmp/xiaoan-bench-${tag}-A`;
+  const ttyB = `/tmp/xiaoan-bench-${tag}-B`;
+  const socat = spawn('socat', [`pty,raw,echo=0,link=${ttyA}`, `pty,raw,echo=0,link=${ttyB}`], { stdio: 'ignore' });
+  children.push(socat);
+  await new Promise((r) => setTimeout(r, 500));
+  const pyRtu = await startChild('/usr/bin/python3', [join(HERE, '..', 'device-drivers', 'modbus', 'testdata', 'pymodbus_peer.py'), 'rtu', ttyB, '115200', '1'], true);
+  children.push(pyRtu);
+
+  const cases: Array<readonly [string, Target, number]> = [
+    ['pymodbus 3.0', { kind: 'tcp', port: pyPort }, py.pid!],
+    ['xiaoan simulator', { kind: 'tcp', port: simPort }, sim.pid!],
+    ['pymodbus RTU 115k2', { kind: 'rtu', path: ttyA, baud: 115200 }, pyRtu.pid!],
+  ];
   const sums = new Map<string, Row>();
   for (let round = 0; round < rounds; round++) {
-    for (const [name, port, pid] of cases) {
+    for (const [name, target, pid] of cases) {
       for (const client of ['modbus-serial-raw', 'xiaoan-driver'] as const) {
-        const r = await measure(name, port, pid, client, seconds / rounds);
+        const r = await measure(name, target, pid, client, seconds / rounds);
         const key = `${name}|${client}`;
         const acc = sums.get(key);
         if (!acc) sums.set(key, { ...r, cpuMsPer1000: (r.cpuMsPer1000 * r.points) / 1000, peerCpuMsPer1000: (r.peerCpuMsPer1000 * r.points) / 1000, requestsPerSec: r.requestsPerSec * r.seconds });
@@ -167,15 +187,20 @@ try {
       peerCpuMsPer1000: Number(((acc.peerCpuMsPer1000 / acc.points) * 1000).toFixed(3)),
     };
     rows.push(r);
-    console.log(`${r.peer.padEnd(18)} ${r.client.padEnd(19)} ${String(r.pointsPerSec).padStart(8)}   ${String(r.requestsPerSec).padStart(10)}   ${String(r.cpuMsPer1000).padStart(22)}   ${String(r.peerCpuMsPer1000).padStart(20)}`);
+    console.log(`${r.peer.padEnd(19)} ${r.client.padEnd(19)} ${String(r.pointsPerSec).padStart(8)}   ${String(r.requestsPerSec).padStart(10)}   ${String(r.cpuMsPer1000).padStart(22)}   ${String(r.peerCpuMsPer1000).padStart(20)}`);
   }
   const get = (peer: string, client: string) => rows.find((r) => r.peer === peer && r.client === client)!;
-  for (const peer of ['pymodbus 3.0', 'xiaoan simulator']) {
+  for (const peer of cases.map((c) => c[0])) {
     const raw = get(peer, 'modbus-serial-raw');
     const drv = get(peer, 'xiaoan-driver');
     console.log(`${peer}: the driver reaches ${((drv.pointsPerSec / raw.pointsPerSec) * 100).toFixed(0)} % of raw modbus-serial throughput; decoding and health add ${(drv.cpuMsPer1000 - raw.cpuMsPer1000).toFixed(3)} ms CPU per 1000 points`);
   }
-  console.log(JSON.stringify({ bench: 'modbus', quick, concurrency, rounds, pointsPerPoll: POINTS, rows }));
+  // the wire limit of the RTU line: 115,200 baud, 11 bits a character, two requests per poll of
+  // 8 + 255 and 8 + 235 bytes plus four 3.5-character gaps
+  const rtuBytesPerPoll = 8 + 5 + 250 + 8 + 5 + 230 + 4 * 3.5;
+  const rtuLimit = Math.round((POINTS * 115200) / 11 / rtuBytesPerPoll);
+  console.log(`RTU wire limit of a real RS-485 line at 115,200 baud: ${rtuLimit} points/s (a pty pair does not pace bytes at the baud rate, so the RTU rows measure software cost and the inter-frame gaps, not the line)`);
+  console.log(JSON.stringify({ bench: 'modbus', quick, concurrency, rounds, pointsPerPoll: POINTS, rtuWireLimitPointsPerSec: rtuLimit, rows }));
 } finally {
   for (const c of children) c.kill('SIGTERM');
 }

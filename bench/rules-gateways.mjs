@@ -12,6 +12,8 @@ const probeOpen = schools.map(() => false);
 parentPort.postMessage({ kind: 'ready' });
 
 let published = 0;
+// readings the broker acknowledged (QoS 1): what the tiers under test really received
+let acked = 0;
 let next = 0;
 let owed = 0;
 let lastProbe = 0;
@@ -43,10 +45,15 @@ await new Promise((resolve) => {
         readings[batch - 1] = { seq: readings[batch - 1].seq, device: 'probe', metric: 'm0', ts: now, value: raise ? 2 : 0, quality: 'good' };
         if (raise) parentPort.postMessage({ kind: 'probe', rule: `b-s${g}-m0`, at: now, measured: now >= start + warmupMs });
       }
-      clients[g].publish(schools[g].topic, JSON.stringify({ v: 1, gateway: schools[g].id, sentAt: now, readings }), { qos: 1 });
+      clients[g].publish(schools[g].topic, JSON.stringify({ v: 1, gateway: schools[g].id, sentAt: now, readings }), { qos: 1 }, (err) => {
+        if (!err) acked += batch;
+      });
       published += batch;
     }
   }, 5);
 });
-await Promise.all(clients.map((c) => c.endAsync()));
-parentPort.postMessage({ kind: 'done', published, ms: Date.now() - start });
+// give the broker a few seconds to acknowledge what is in flight, then count only that
+const graceEnd = Date.now() + 5000;
+while (acked < published && Date.now() < graceEnd) await new Promise((r) => setTimeout(r, 50));
+parentPort.postMessage({ kind: 'done', published: acked, offered: published, ms: Date.now() - start });
+await Promise.all(clients.map((c) => c.endAsync(true)));

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { startStack, TEST_PASSWORD } from './testing.ts';
-import { launchBrowser, loginAs, screenshot } from './testing-browser.ts';
+import { launchBrowser, loginAs, screenshot, poll } from './testing-browser.ts';
 
 describe('rules page in Chromium', () => {
   let stack: Awaited<ReturnType<typeof startStack>>;
@@ -42,8 +42,8 @@ describe('rules page in Chromium', () => {
     await page.fill('input[name=param-threshold]', '0.2');
     await page.fill('#rule-note', '误报偏多，阈值调至 0.2');
     await page.click('#rule-save');
-    await expect.poll(() => page.textContent('#rules-notice')).toContain('已保存 · v1');
-    await expect.poll(() => page.textContent('#rule-versions')).toContain('误报偏多，阈值调至 0.2');
+    await poll(() => page.textContent('#rules-notice')).toContain('已保存 · v1');
+    await poll(() => page.textContent('#rule-versions')).toContain('误报偏多，阈值调至 0.2');
     expect(stack.alerting.rules().find((r) => r.id === 'smoke-sustained')!.params.threshold).toBe(0.2);
     await screenshot(page, 'author-saved');
   });

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { startStack, TEST_PASSWORD } from './testing.ts';
-import { launchBrowser, loginAs, screenshot } from './testing-browser.ts';
+import { launchBrowser, loginAs, screenshot, poll } from './testing-browser.ts';
 
 describe('alarm console in Chromium', () => {
   let stack: Awaited<ReturnType<typeof startStack>>;
@@ -29,7 +29,7 @@ describe('alarm console in Chromium', () => {
     await page.fill('#username', 'desk');
     await page.fill('#password', 'wrong-password');
     await page.click('#login-submit');
-    await expect.poll(() => page.textContent('#login-error')).toContain('用户名或密码错误');
+    await poll(() => page.textContent('#login-error')).toContain('用户名或密码错误');
     await screenshot(page, 'login-refused');
   });
 
@@ -38,7 +38,7 @@ describe('alarm console in Chromium', () => {
     await loginAs(other, stack.server.url, 'deskb', TEST_PASSWORD);
     await page.waitForSelector('#live.on');
     await other.waitForSelector('#live.on');
-    await expect.poll(() => page.textContent('#page')).toContain('当前没有告警');
+    await poll(() => page.textContent('#page')).toContain('当前没有告警');
     await stack.stage({ type: 'device.fault', device: 'temp-1' });
     await stack.stage({ type: 'smoke.alarm', drill: true });
     // both arrive without a reload; the emergency sorts first
@@ -47,7 +47,7 @@ describe('alarm console in Chromium', () => {
     const order = await page.$$eval('article.alarm', (els) => els.map((e) => (e as HTMLElement).dataset.category));
     expect(order).toEqual(['emergency', 'hazard']);
     const card = page.locator('article.alarm.emergency');
-    await expect.poll(() => card.textContent()).toContain('演练 DRILL');
+    await poll(() => card.textContent()).toContain('演练 DRILL');
     expect(await card.textContent()).toContain('感烟探测器报警');
     expect(await card.textContent()).toContain('一号楼');
     expect(await card.getAttribute('class')).toMatch(/fresh/);
@@ -58,9 +58,9 @@ describe('alarm console in Chromium', () => {
     await card.locator('button.act-ack').click();
     await card.locator('textarea').fill('已到场查看，系消防演练');
     await card.locator('button[type=submit]').click();
-    await expect.poll(() => card.locator('.state-label').textContent()).toBe('已确认');
+    await poll(() => card.locator('.state-label').textContent()).toBe('已确认');
     await card.locator('button.act-history').click();
-    await expect.poll(() => card.locator('.history').textContent()).toContain('已到场查看，系消防演练');
+    await poll(() => card.locator('.history').textContent()).toContain('已到场查看，系消防演练');
     await screenshot(page, 'desk-alarm-acknowledged');
 
     // the other school's desk saw nothing of it
@@ -73,16 +73,16 @@ describe('alarm console in Chromium', () => {
     await card.locator('button.act-resolve').click();
     await card.locator('textarea').fill('演练结束');
     await card.locator('button[type=submit]').click();
-    await expect.poll(() => page.locator('article.alarm.emergency').count()).toBe(0); // filter "open" hides it
+    await poll(() => page.locator('article.alarm.emergency').count()).toBe(0); // filter "open" hides it
     await page.selectOption('#filter-state', 'resolved');
-    await expect.poll(() => page.locator('article.alarm.emergency .state-label').textContent()).toBe('已解除');
+    await poll(() => page.locator('article.alarm.emergency .state-label').textContent()).toBe('已解除');
     await page.selectOption('#filter-state', 'open');
   });
 
   it('switches to English', async () => {
     await page.selectOption('#lang', 'en');
-    await expect.poll(() => page.textContent('nav')).toContain('Alarms');
-    await expect.poll(() => page.textContent('#page')).toContain('Hazard');
+    await poll(() => page.textContent('nav')).toContain('Alarms');
+    await poll(() => page.textContent('#page')).toContain('Hazard');
     await screenshot(page, 'desk-english');
     await page.selectOption('#lang', 'zh');
   });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Client, startStack } from './testing.ts';
 import { createCameraService, nearestCamera } from './cameras.ts';
-import { launchBrowser, loginAs, screenshot } from './testing-browser.ts';
+import { launchBrowser, loginAs, screenshot, poll } from './testing-browser.ts';
 import { TEST_PASSWORD } from './testing.ts';
 
 describe('nearestCamera', () => {
@@ -59,7 +59,7 @@ describe('camera live view', () => {
     await stack.stage({ type: 'smoke.alarm' });
     const desk = new Client(stack.server.url);
     await desk.login('desk');
-    await expect.poll(async () => (await desk.get('/api/alerts')).body.alerts.length).toBe(1);
+    await poll(async () => (await desk.get('/api/alerts')).body.alerts.length).toBe(1);
     const alert = (await desk.get('/api/alerts')).body.alerts[0];
     const cam = await desk.get(`/api/alerts/${alert.id}/camera`);
     expect(cam.status).toBe(200);
@@ -82,7 +82,7 @@ describe('camera live view', () => {
     expect(a.ws && b.ws).toBeTruthy();
     const bytes: Buffer[] = [];
     a.ws!.on('message', (m: Buffer) => bytes.push(m));
-    await expect.poll(() => Buffer.concat(bytes).length, { timeout: 15_000 }).toBeGreaterThan(188 * 10);
+    await poll(() => Buffer.concat(bytes).length, { timeout: 15_000 }).toBeGreaterThan(188 * 10);
     const data = Buffer.concat(bytes);
     const sync = data.indexOf(0x47);
     expect(data[sync + 188]).toBe(0x47); // MPEG-TS packets for JSMpeg
@@ -93,8 +93,8 @@ describe('camera live view', () => {
 
     a.ws!.close();
     b.ws!.close();
-    await expect.poll(async () => (await desk.get('/api/cameras/live')).body.streams.length, { timeout: 5000 }).toBe(0);
-    await expect.poll(() => { try { process.kill(pid, 0); return 'running'; } catch { return 'stopped'; } }, { timeout: 5000 }).toBe('stopped');
+    await poll(async () => (await desk.get('/api/cameras/live')).body.streams.length, { timeout: 15_000 }).toBe(0);
+    await poll(() => { try { process.kill(pid, 0); return 'running'; } catch { return 'stopped'; } }, { timeout: 15_000 }).toBe('stopped');
     const audit = await stack.t.db.query<{ n: number }>("select count(*)::int as n from audit_log where action = 'camera.live' and username = 'desk'");
     expect(audit.rows[0]!.n).toBe(2);
   });
@@ -110,13 +110,13 @@ describe('camera live view', () => {
       startProducer();
       await page.click('article.alarm.emergency button.act-camera');
       await page.waitForSelector('#camera-live');
-      await expect.poll(() => page.evaluate(() => (window as any).__xiaoanPlayer?.currentTime ?? 0), { timeout: 20_000 }).toBeGreaterThan(0.5);
+      await poll(() => page.evaluate(() => (window as any).__xiaoanPlayer?.currentTime ?? 0), { timeout: 20_000 }).toBeGreaterThan(0.5);
       await screenshot(page, 'desk-camera-live');
       expect(errors).toEqual([]);
       await page.click('#camera-close');
       const desk = new Client(stack.server.url);
       await desk.login('desk');
-      await expect.poll(async () => (await desk.get('/api/cameras/live')).body.streams.length, { timeout: 5000 }).toBe(0);
+      await poll(async () => (await desk.get('/api/cameras/live')).body.streams.length, { timeout: 15_000 }).toBe(0);
     } finally {
       await browser.close();
     }

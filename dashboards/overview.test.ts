@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedUser } from './auth.ts';
 import { Client, SCHOOL_A, startStack, TEST_PASSWORD } from './testing.ts';
 import { shanghaiDate, shanghaiDateTime } from './overview.ts';
-import { launchBrowser, loginAs, screenshot } from './testing-browser.ts';
+import { launchBrowser, loginAs, screenshot, poll } from './testing-browser.ts';
 
 describe('shanghai dates', () => {
   it('formats in UTC+8 without daylight saving', () => {
@@ -73,7 +73,7 @@ describe('overview', () => {
       await loginAs(page, stack.server.url, 'city', TEST_PASSWORD);
       await page.click('nav a[data-page=overview]');
       await page.waitForSelector('#region-table');
-      await expect.poll(() => page.textContent('#total-emergencies')).toBe('1');
+      await poll(() => page.textContent('#total-emergencies')).toBe('1');
       await screenshot(page, 'city-overview');
       await page.click('#region-table tr[data-region="37/3701/370102"] a');
       await page.waitForSelector(`#region-table tr[data-region="${SCHOOL_A}"]`);

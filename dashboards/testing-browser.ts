@@ -1,6 +1,12 @@
 // Real Chromium (Debian's) through playwright-core, for the dashboards' browser tests.
 import { mkdir } from 'node:fs/promises';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { expect } from 'vitest';
+
+/** expect.poll with a patience fit for a loaded 2-core machine (the default is 1 s). */
+export function poll<T>(fn: () => T | Promise<T>, opts: { timeout?: number; intervals?: number[] } = {}) {
+  return expect.poll(fn, { timeout: opts.timeout ?? 20_000, interval: 100, ...(opts.intervals ? { intervals: opts.intervals } : {}) });
+}
 
 export const ARTIFACTS = new URL('../test-artifacts/', import.meta.url).pathname;
 

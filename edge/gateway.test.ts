@@ -7,7 +7,7 @@ import {
   buildTopic, eventBatchSchema, gatewayStatusSchema, parsePayload, readingBatchSchema, silentLogger, commandResultSchema,
   type DeviceEvent, type Reading,
 } from '../contract/index.ts';
-import { createGateway, parseEdgeConfig, type Gateway } from './index.ts';
+import { createGateway, openRegistry, parseEdgeConfig, type Gateway } from './index.ts';
 import { createManualClock, scriptedKit, scriptedProfile, startMosquitto, type ManualClock, type MosquittoHandle, type ScriptedDevice } from './testing.ts';
 
 const COUNTY = '370102';
@@ -197,6 +197,24 @@ describe('gateway', () => {
     expect(audit).toHaveLength(7);
     expect(audit.find((a) => a.id === 'c1' && a.ok)).toMatchObject({ kind: 'device.write', issuedBy: base.issuedBy, detail: { device: 'gate-1', point: 'release', value: 'fire' } });
     expect(gw.metrics()).toMatch(/xiaoan_edge_commands_total\{gateway="[^"]+",kind="device.write",outcome="accepted"\} 1/);
+  });
+});
+
+describe('registry file', () => {
+  it('picks up devices the CLI adds to or removes from the registry file while the gateway runs', async () => {
+    const dev: ScriptedDevice = { writes: [], poll: (_i, now) => [{ kind: 'reading', metric: 'temperature', value: 18, ts: now, quality: 'good' }] };
+    const { gw, clock } = await makeGateway({ 'temp-5': dev });
+    gateways.push(gw);
+    await gw.start();
+    const cli = openRegistry(join(gw.config.dataDir, 'registry.sqlite'));
+    cli.upsert({ id: 'temp-5', profile: 'temp-test', url: 'modbus-tcp://10.0.0.5:502?unit=1' }, 'cli');
+    expect(gw.runner('temp-5')).toBeUndefined();
+    await clock.advance(2000);
+    await until(() => gw.runner('temp-5') !== undefined, 'runner for the new device');
+    cli.remove('temp-5');
+    cli.close();
+    await clock.advance(2000);
+    await until(() => gw.runner('temp-5') === undefined, 'runner stopped');
   });
 });
 

@@ -115,6 +115,18 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   let deviceBroker: DeviceBroker | null = null;
   let running = false;
   let closed = false;
+  let statesKnown = false;
+
+  async function settleStates(): Promise<void> {
+    let timer: unknown = null;
+    await Promise.race([
+      Promise.all([...runners.values()].map((r) => r.runner.ready)),
+      new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, 10_000))),
+    ]);
+    if (timer) clock.clearTimeout(timer);
+    statesKnown = true;
+    if (running && uplink?.state() === 'connected') uplink.publishBirth().catch((e) => log.warn('birth not acknowledged', { error: (e as Error).message }));
+  }
   let startedAt: number | null = null;
   let bufferErrors = 0;
   let watchTimer: unknown = null;
@@ -169,7 +181,15 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     ...(d.intervalMs ? { intervalMs: d.intervalMs } : {}),
   });
 
-  async function reconcile(): Promise<boolean> {
+  // One reconcile at a time (enrolments, commands and the file watch all trigger it).
+  let reconciling: Promise<boolean> = Promise.resolve(false);
+  function reconcile(): Promise<boolean> {
+    const next = reconciling.then(reconcileNow, reconcileNow);
+    reconciling = next.catch(() => false);
+    return next;
+  }
+
+  async function reconcileNow(): Promise<boolean> {
     if (!running) return false;
     lastDataVersion = registry.dataVersion();
     const want = new Map(registry.list().map((d) => [d.id, d]));
@@ -186,6 +206,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
       log.error('device profiles could not be loaded', { error: (e as Error).message });
       return [] as ProfileInfo[];
     });
+    const starting: Array<Promise<void>> = [];
     for (const d of want.values()) {
       if (runners.has(d.id)) continue;
       const profile = all.find((p) => p.id === d.profile);
@@ -206,9 +227,11 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
       });
       runners.set(d.id, { runner, key: JSON.stringify(spec) });
       changed = true;
-      await runner.start();
+      // devices start side by side: one that times out connecting does not hold up the rest
+      starting.push(runner.start().catch((e) => log.error('device failed to start', { device: d.id, error: (e as Error).message })));
     }
-    if (changed && uplink?.state() === 'connected') uplink.publishBirth().catch(() => {});
+    await Promise.all(starting);
+    if (changed && statesKnown && uplink?.state() === 'connected') uplink.publishBirth().catch(() => {});
     return changed;
   }
 
@@ -441,8 +464,12 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
           onCommand: (topic, payload) => void commands.handle(topic, payload),
           // drops during an outage are reported as soon as the centre can hear it
           onConnected: () => reportDrops(),
+          birthReady: () => statesKnown,
         });
         await reconcile();
+        // The birth tells the centre each device's state: wait until it is known (first poll or
+        // message) rather than announce every device offline at start, at most 10 s.
+        void settleStates();
         // the CLI writes the registry file directly; pick its changes up
         watchTimer = clock.setInterval(() => {
           if (registry.dataVersion() !== lastDataVersion) void reconcile().catch((e) => log.error('reconcile failed', { error: (e as Error).message }));

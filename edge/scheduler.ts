@@ -68,6 +68,9 @@ export class DeviceRunner {
   private filter: DeadbandFilter;
   private healthState: HealthState | null = null;
   private startError: string | null = null;
+  private resolveReady!: () => void;
+  /** resolves once the device's state is known: first poll done, first push message, or open failed */
+  readonly ready: Promise<void> = new Promise((r) => (this.resolveReady = r));
   readonly stats: DeviceRunnerStats = { polls: 0, pollErrors: 0, overruns: 0, lastPollMs: null, pollMsSum: 0, observations: 0, forwarded: 0, suppressed: 0 };
 
   constructor(private readonly o: DeviceRunnerOptions) {
@@ -111,6 +114,7 @@ export class DeviceRunner {
       if (d.poll) this.schedule(this.o.random() * this.intervalMs);
     } catch (e) {
       this.startError = (e as Error).message;
+      this.resolveReady();
       this.o.log.warn('driver failed to start; retrying', { device: this.o.spec.id, error: this.startError, retryMs: this.o.retryMs ?? this.intervalMs });
       this.checkHealth();
       this.timer = this.o.clock.setTimeout(() => {
@@ -156,6 +160,7 @@ export class DeviceRunner {
     this.stats.lastPollMs = ms;
     this.stats.pollMsSum += ms;
     this.polling = false;
+    this.resolveReady();
     try {
       this.accept(obs);
     } catch (e) {
@@ -167,6 +172,7 @@ export class DeviceRunner {
 
   private accept(obs: Observation[]): void {
     if (this.stopped || obs.length === 0) return;
+    this.resolveReady();
     const now = this.o.clock.now();
     const records: NewRecord[] = [];
     for (const o of obs) {
@@ -214,6 +220,7 @@ export class DeviceRunner {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.resolveReady();
     if (this.timer) this.o.clock.clearTimeout(this.timer);
     if (this.healthTimer) this.o.clock.clearInterval(this.healthTimer);
     this.timer = this.healthTimer = null;

@@ -36,6 +36,8 @@ export interface UplinkOptions {
   /** the birth status (online, devices, buffer) sent retained on every connect */
   birth(): GatewayStatus;
   onCommand(topic: string, payload: Buffer): void;
+  /** false while the device states are not known yet (just started): the birth waits for publishBirth() */
+  birthReady?(): boolean;
   /** called on every (re)connect, before the backlog is pumped */
   onConnected?(): void;
 }
@@ -205,7 +207,7 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     client.subscribe(o.topics.commands, { qos: 1 }, (err) => {
       if (err) o.log.error('could not subscribe to commands', { error: err.message });
     });
-    publishBirth().catch((e) => o.log.warn('birth not acknowledged', { error: (e as Error).message }));
+    if (o.birthReady?.() !== false) publishBirth().catch((e) => o.log.warn('birth not acknowledged', { error: (e as Error).message }));
     try {
       o.onConnected?.();
     } catch (e) {

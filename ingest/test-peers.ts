@@ -57,7 +57,7 @@ export async function startMosquitto(opts: { port?: number; persistence?: boolea
     'allow_anonymous true',
     `persistence ${opts.persistence ? 'true' : 'false'}`,
     `persistence_location ${dir}/`,
-    'max_queued_messages 100000',
+    'max_queued_messages 1000000',
     'log_dest none',
     '',
   ].join('\n'));

@@ -71,7 +71,7 @@ export interface IngestWorkerOptions {
      * concurrent commits never touch the same rollup or latest-value rows.
      */
     concurrency?: number;
-    /** records held in memory before the worker stops reading from the broker (default 100,000) */
+    /** records of one kind held in memory before the worker stops reading that connection (default 60,000) */
     highWaterRecords?: number;
     /** unacknowledged messages the broker may have in flight to each lane (default 1,000) */
     receiveMaximum?: number;
@@ -132,7 +132,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   const store = opts.store;
   parseRegionCode(opts.region);
   const maxRecords = opts.batch?.maxRecords ?? 20_000;
-  const highWater = opts.batch?.highWaterRecords ?? 100_000;
+  const highWater = opts.batch?.highWaterRecords ?? 60_000;
   const receiveMaximum = opts.batch?.receiveMaximum ?? 1000;
   const retryMin = opts.retry?.minMs ?? 200;
   const retryMax = opts.retry?.maxMs ?? 5_000;
@@ -248,10 +248,14 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     dispatch.readings.length < MAX_DISPATCH_BACKLOG ? Promise.resolve() : new Promise<void>((r) => dispatch.waiters.push(r));
 
   // ---- batching writers (one for readings, one for events, independent) ----
+  // Backpressure per lane: a backlog of readings stops reading the readings connection only, so
+  // alarms (their own connection) are never held behind bulk.
+  const pending = { readings: 0, events: 0 };
   let pendingRecords = 0;
-  const saturated = () => pendingRecords >= highWater;
+  const saturatedFor = (kind: 'readings' | 'events' | 'control') => () =>
+    kind === 'control' ? false : pending[kind] >= highWater;
   const resumeLanes = () => {
-    if (!saturated()) for (const l of Object.values(lanes)) l?.resume();
+    for (const l of Object.values(lanes)) l?.resume();
   };
 
   function makeWriter<T extends ReadingBatch | EventBatch>(kind: 'readings' | 'events') {
@@ -280,6 +284,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
         if (items.length === 1) {
           const p = items[0]!;
           pendingRecords -= p.count;
+          pending[kind] -= p.count;
           await deadLetter(p.msg, 'storage', `database refused the batch: ${(e as Error).message} (SQLSTATE ${(e as SinkError).code ?? '?'})`, p.gateway.id, p.gateway.orgPath);
           return;
         }
@@ -293,6 +298,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       stats.duplicates[kind] += count - keys.size;
       stats.lagMs = clock.now() - Math.min(...items.map((p) => p.sentAt));
       pendingRecords -= count;
+      pending[kind] -= count;
       for (const p of items) p.msg.settle();
       resumeLanes();
       // Listeners get only the records that were new, grouped by gateway.
@@ -348,6 +354,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       push(p: Pending<T>) {
         queue.push(p);
         pendingRecords += p.count;
+        pending[kind] += p.count;
         // Group commit: whatever arrives while a commit runs goes into the next one.
         if (!flushing) {
           flushing = true;
@@ -518,7 +525,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       receiveMaximum,
       subscriptions: subs,
       onMessage,
-      saturated,
+      saturated: saturatedFor(name),
       log: log.child(name),
       reconnectPeriodMs: opts.reconnectPeriodMs,
       tls: opts.tls,

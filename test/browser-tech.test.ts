@@ -9,7 +9,7 @@ import type { Browser, Page } from 'playwright-core';
 import { silentLogger } from '../contract/index.ts';
 import { getProfile, startModbusSimulator, type ModbusProfile, type ModbusSimulator } from '../device-drivers/index.ts';
 import { startDemo, type Demo } from '../cli/demo.ts';
-import { launchBrowser, loginAs, screenshot } from '../dashboards/testing-browser.ts';
+import { launchBrowser, loginAs, screenshot, poll } from '../dashboards/testing-browser.ts';
 
 const PASSWORD = 'browser-test-pw-1';
 
@@ -46,7 +46,7 @@ describe('technician in Chromium on the demo wiring', () => {
     await page.fill('#enrol-building', '实验楼');
     await page.fill('#enrol-room', '201');
     await page.click('#enrol-submit');
-    await expect.poll(() => page.textContent('#devices-notice'), { timeout: 20_000 }).toMatch(/已发送到网关.*temp-2/);
+    await poll(() => page.textContent('#devices-notice'), { timeout: 20_000 }).toMatch(/已发送到网关.*temp-2/);
     expect(await page.getAttribute('#devices-notice', 'class')).not.toMatch(/bad/);
     // the gateway's next birth lists it; the page refreshes by itself
     await page.waitForSelector('#device-table tr[data-device="temp-2"]', { timeout: 30_000 });
@@ -60,7 +60,7 @@ describe('technician in Chromium on the demo wiring', () => {
     else await page.fill('#enrol-profile', 'temp-humidity-generic');
     await page.fill('#enrol-url', 'mqtt://bad-1');
     await page.click('#enrol-submit');
-    await expect.poll(() => page.getAttribute('#devices-notice', 'class'), { timeout: 20_000 }).toMatch(/bad/);
+    await poll(() => page.getAttribute('#devices-notice', 'class'), { timeout: 20_000 }).toMatch(/bad/);
     await screenshot(page, 'tech-refused');
     const desk = await browser.newPage();
     await loginAs(desk, demo.url, 'desk', PASSWORD);

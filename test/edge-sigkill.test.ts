@@ -61,12 +61,12 @@ describe('edge gateway killed mid-burst', () => {
     gw = await startGatewayProcess(setup);
     procs.push(gw);
     step('gateway 2 up');
-    await until(() => verifier!.statuses.at(-1)?.state === 'online', 'birth after restart', 10_000);
     dev = await connectDevice(setup);
     const acked2 = new Set<number>();
     await publishCounter(dev, 1_000_000, 1_002_000, acked2, { window: 32 });
     expect(acked2.size).toBe(2000);
     step('burst 2 accepted');
+    await until(() => verifier!.statuses.at(-1)?.state === 'online', 'birth after restart', 15_000);
     const everything = [...acceptedBeforeKill, ...acked2];
     await until(() => {
       const got = new Set(counterValues(verifier!));

@@ -60,7 +60,7 @@ describe('ingest faults on Mosquitto and a PostgreSQL cluster of our own', () =>
   afterEach(async () => {
     for (const p of pubs.splice(0)) p.end(true);
     for (const w of workers.splice(0)) await w.stop();
-    await store.db.query('truncate readings, latest_readings, dead_letters');
+    await store.db.query('truncate readings, latest_readings, dead_letters, events');
     seen = [];
   });
   afterAll(async () => {
@@ -150,6 +150,33 @@ describe('ingest faults on Mosquitto and a PostgreSQL cluster of our own', () =>
     for (let i = 10; i < 20; i++) await pub.publishAsync(topic, JSON.stringify(batch('gw-f2', i * 10, 10)), { qos: 1 });
     await until('second part', async () => (await counts()).n === 200);
     expect(await counts()).toEqual({ n: 200, d: 200 });
+  });
+
+  it('stores and passes on alarms while reading batches are stuck behind a locked table', async () => {
+    const w = await worker();
+    const pub = await connectPublisher(mosq.url, 'gw-f1');
+    pubs.push(pub);
+    const locker = new pg.Client({ connectionString: dbUrl });
+    await locker.connect();
+    try {
+      await locker.query('begin');
+      await locker.query('lock table readings in access exclusive mode');
+      const rt = buildTopic({ county: '370102', gatewayId: 'gw-f1', channel: 'readings' });
+      for (let i = 0; i < 20; i++) await pub.publishAsync(rt, JSON.stringify(batch('gw-f1', 50_000 + i * 100, 100)), { qos: 1 });
+      await until('readings waiting', () => w.stats().pendingRecords >= 100);
+      const et = buildTopic({ county: '370102', gatewayId: 'gw-f1', channel: 'events' });
+      await pub.publishAsync(et, JSON.stringify({
+        v: 1, gateway: 'gw-f1', sentAt: Date.now(),
+        events: [{ seq: 90_000, device: 'smoke-1', type: 'smoke.alarm', ts: Date.now(), priority: 'alarm', drill: false, data: {} }],
+      }), { qos: 1 });
+      await until('alarm passed on while readings wait', () => seen.some((b) => b.events.some((e) => e.seq === 90_000)));
+      expect(w.stats().stored.readings).toBe(0);
+      expect((await store.db.query<{ n: number }>("select count(*)::int as n from events where seq = 90000")).rows[0]!.n).toBe(1);
+    } finally {
+      await locker.query('rollback');
+      await locker.end();
+    }
+    await until('readings stored after the lock', () => w.stats().stored.readings === 2000);
   });
 
   it('dead-letters poison messages, including one the database refuses, while the stream goes on', async () => {

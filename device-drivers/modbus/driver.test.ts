@@ -132,6 +132,25 @@ describe('Modbus TCP driver against the profile-driven simulator', () => {
     expect(driver.health()).toMatchObject({ state: 'online', consecutiveFailures: 0 });
   });
 
+  it('reconnects after the device restarts (connection backoff on the injected clock)', async () => {
+    const clock = skewedClock();
+    const profile = (await getProfile('smoke-photoelectric-generic')) as ModbusProfile;
+    let sim = await startModbusSimulator({ profile, initial: { smoke_density: 0.02 } });
+    const port = sim.port;
+    const driver = await createDriver({ id: 'smoke-r', profile: profile.id, url: `${sim.url}&timeout=300` }, { ...ctx, clock }, { modbus: { lines: new LineRegistry() } });
+    cleanup.push(() => driver.close());
+    expect(readings(await driver.poll!()).smoke_density).toBe(0.02);
+    await sim.close();
+    await driver.poll!();
+    await driver.poll!();
+    expect(driver.health().state).not.toBe('online');
+    sim = await startModbusSimulator({ profile, port, initial: { smoke_density: 0.05 } });
+    cleanup.push(() => sim.close());
+    clock.advance(5_000); // past the reconnect backoff
+    expect(readings(await driver.poll!()).smoke_density).toBe(0.05);
+    expect(driver.health().state).toBe('online');
+  });
+
   it('a closed port reports connection refused in health, without throwing', async () => {
     const profile = (await getProfile('smoke-photoelectric-generic')) as ModbusProfile;
     const port = await freePort();

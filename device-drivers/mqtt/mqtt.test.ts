@@ -101,6 +101,18 @@ describe('device broker, more refusals', () => {
     await closed2;
     expect(broker.connectedDevices()).toEqual([]);
   });
+
+  it('a payload over 64 KiB closes the connection and reaches no driver', async () => {
+    const broker = await rig();
+    const seen: string[] = [];
+    broker.handle.onDeviceMessage('gate-1', (t) => seen.push(t));
+    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'g3', reconnectPeriod: 0 });
+    cleanup.push(() => c.endAsync(true));
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    c.publish('devices/gate-1/state', Buffer.alloc(70 * 1024, 0x20), { qos: 1 });
+    await closed;
+    expect(seen).toEqual([]);
+  });
 });
 
 describe('MQTT gate', () => {

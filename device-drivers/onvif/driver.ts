@@ -3,6 +3,7 @@
 // byte at a time is cut off), every answer's shape is checked before use, and exceptions the
 // package raises inside its own callbacks are caught there. A failing camera is marked offline
 // and retried with backoff; nothing escapes to the gateway.
+import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import onvif from 'onvif';
@@ -437,39 +438,82 @@ export async function createOnvifDriver(spec: DeviceSpec, profile: OnvifProfile,
   return driver;
 }
 
-/** GET a snapshot with the camera's credentials (basic auth), a total deadline and a size cap. */
-function fetchCapped(uri: string, addr: OnvifAddress, timeoutMs: number, ctx: DriverContext): Promise<Buffer> {
+/** RFC 7616 Digest answer (MD5, qop=auth) for a GET, as cameras ask for their snapshot URLs. */
+function digestAuthorization(challenge: string, addr: OnvifAddress, path: string): string | null {
+  const params: Record<string, string> = {};
+  for (const m of challenge.replace(/^Digest\s+/i, '').matchAll(/(\w+)=(?:"([^"]*)"|([^,\s]*))/g)) params[m[1]!.toLowerCase()] = m[2] ?? m[3] ?? '';
+  const algorithm = (params.algorithm ?? 'MD5').toUpperCase();
+  if (!params.nonce || !params.realm || (algorithm !== 'MD5' && algorithm !== 'SHA-256')) return null;
+  const h = (v: string) => createHash(algorithm === 'MD5' ? 'md5' : 'sha256').update(v).digest('hex');
+  const ha1 = h(`${addr.username}:${params.realm}:${addr.password}`);
+  const ha2 = h(`GET:${path}`);
+  const qop = params.qop?.split(',').map((q) => q.trim()).includes('auth') ? 'auth' : undefined;
+  const cnonce = randomBytes(8).toString('hex');
+  const nc = '00000001';
+  const response = qop ? h(`${ha1}:${params.nonce}:${nc}:${cnonce}:${qop}:${ha2}`) : h(`${ha1}:${params.nonce}:${ha2}`);
+  const parts = [`username="${addr.username}"`, `realm="${params.realm}"`, `nonce="${params.nonce}"`, `uri="${path}"`, `algorithm=${algorithm}`, `response="${response}"`];
+  if (qop) parts.push(`qop=${qop}`, `nc=${nc}`, `cnonce="${cnonce}"`);
+  if (params.opaque) parts.push(`opaque="${params.opaque}"`);
+  return `Digest ${parts.join(', ')}`;
+}
+
+/** GET a snapshot from the enrolled camera (Basic, or Digest when asked), with a total deadline and a size cap. */
+async function fetchCapped(uri: string, addr: OnvifAddress, timeoutMs: number, ctx: DriverContext): Promise<Buffer> {
+  const u = new URL(uri);
+  if (u.protocol !== 'http:') throw new DriverError(`snapshot URI ${u.protocol} not supported`, 'not_supported', false);
+  // the snapshot must come from the camera we enrolled, not wherever its answer points
+  const path = u.pathname + u.search;
+  const basic = addr.username ? `Basic ${Buffer.from(`${addr.username}:${addr.password}`).toString('base64')}` : undefined;
+  const first = await getOnce(path, basic, addr, timeoutMs, ctx);
+  if (first.status === 401 && first.challenge && addr.username) {
+    const auth = digestAuthorization(first.challenge, addr, path);
+    if (auth) {
+      const second = await getOnce(path, auth, addr, timeoutMs, ctx);
+      if (second.status === 200) return second.body!;
+      throw new DriverError(`snapshot: HTTP ${second.status}${second.status === 401 ? ' — 用户名或密码错误 wrong credentials' : ''}`, second.status === 401 ? 'unauthorized' : 'http_error', second.status !== 401, second.status);
+    }
+  }
+  if (first.status === 200) return first.body!;
+  throw new DriverError(`snapshot: HTTP ${first.status}${first.status === 401 ? ' — 用户名或密码错误 wrong credentials' : ''}`, first.status === 401 ? 'unauthorized' : 'http_error', first.status !== 401, first.status);
+}
+
+function getOnce(path: string, authorization: string | undefined, addr: OnvifAddress, timeoutMs: number, ctx: DriverContext): Promise<{ status: number; challenge?: string; body?: Buffer }> {
   return new Promise((resolve, reject) => {
-    const u = new URL(uri);
-    // the snapshot must come from the camera we enrolled, not wherever its answer points
-    if (u.protocol !== 'http:') return reject(new DriverError(`snapshot URI ${u.protocol} not supported`, 'not_supported', false));
-    const req = http.get(
-      { host: addr.host, port: addr.port, path: u.pathname + u.search, auth: addr.username ? `${addr.username}:${addr.password}` : undefined },
-      (res) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          return reject(new DriverError(`snapshot: HTTP ${res.statusCode}`, res.statusCode === 401 ? 'unauthorized' : 'http_error', res.statusCode !== 401, res.statusCode));
-        }
-        const chunks: Buffer[] = [];
-        let n = 0;
-        res.on('data', (c: Buffer) => {
-          n += c.length;
-          if (n > MAX_SNAPSHOT) {
-            req.destroy();
-            reject(new DriverError(`snapshot larger than ${MAX_SNAPSHOT} bytes; refused`, 'response_too_large', false));
-          } else chunks.push(c);
-        });
-        res.on('end', () => {
-          ctx.clock.clearTimeout(h);
-          resolve(Buffer.concat(chunks));
-        });
-        res.on('error', (e) => reject(classify(e, 'snapshot')));
-      },
-    );
+    let done = false;
+    const finish = (f: () => void) => {
+      if (done) return;
+      done = true;
+      ctx.clock.clearTimeout(h);
+      f();
+    };
+    const req = http.get({ host: addr.host, port: addr.port, path, headers: authorization ? { authorization } : {} }, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status !== 200) {
+        const challenge = [res.headers['www-authenticate']].flat().find((v) => typeof v === 'string' && /^Digest/i.test(v));
+        res.resume();
+        return finish(() => resolve({ status, challenge }));
+      }
+      const declared = Number(res.headers['content-length'] ?? 0);
+      if (declared > MAX_SNAPSHOT) {
+        req.destroy();
+        return finish(() => reject(new DriverError(`snapshot larger than ${MAX_SNAPSHOT} bytes; refused`, 'response_too_large', false)));
+      }
+      const chunks: Buffer[] = [];
+      let n = 0;
+      res.on('data', (c: Buffer) => {
+        n += c.length;
+        if (n > MAX_SNAPSHOT) {
+          req.destroy();
+          finish(() => reject(new DriverError(`snapshot larger than ${MAX_SNAPSHOT} bytes; refused`, 'response_too_large', false)));
+        } else chunks.push(c);
+      });
+      res.on('end', () => finish(() => resolve({ status, body: Buffer.concat(chunks) })));
+      res.on('error', (e) => finish(() => reject(classify(e, 'snapshot'))));
+    });
     const h = ctx.clock.setTimeout(() => {
       req.destroy();
-      reject(new DriverError('snapshot: timeout', 'timeout', true));
+      finish(() => reject(new DriverError('snapshot: 超时 timeout', 'timeout', true)));
     }, timeoutMs);
-    req.on('error', (e) => reject(classify(e, 'snapshot')));
+    req.on('error', (e) => finish(() => reject(classify(e, 'snapshot'))));
   });
 }

@@ -6,6 +6,8 @@ import { createDriver, getProfile, freePort, type Observation, type OnvifProfile
 import { createOnvifDriver, type OnvifDriver } from './driver.ts';
 import { startOnvifSimulator, type OnvifSimulator } from './simulator.ts';
 import { discoverOnvif } from './discovery.ts';
+import { normaliseTopic } from './driver.ts';
+import { checkXml } from './xml.ts';
 
 const escaped: unknown[] = [];
 const onUncaught = (e: unknown) => escaped.push(e);
@@ -116,6 +118,17 @@ describe('ONVIF driver against the simulator', () => {
   });
 });
 
+describe('topics and XML guards', () => {
+  it('namespace prefixes are ignored when matching topics', () => {
+    expect(normaliseTopic('tns1:RuleEngine/CellMotionDetector/Motion')).toBe('RuleEngine/CellMotionDetector/Motion');
+    expect(normaliseTopic(' tns1:RuleEngine/hikvision.xsd:LineDetector/tt:Crossed ')).toBe('RuleEngine/LineDetector/Crossed');
+  });
+  it('discovery replies with a DTD or over the size limit are refused before reading', () => {
+    expect(() => checkXml('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')).toThrow(/DOCTYPE or ENTITY/);
+    expect(() => checkXml('<x>' + 'a'.repeat(300 * 1024) + '</x>')).toThrow(/exceeds/);
+  });
+});
+
 describe('hostile and broken cameras', () => {
   it.each([
     ['huge', 'response_too_large'],
@@ -135,6 +148,17 @@ describe('hostile and broken cameras', () => {
     await new Promise((r) => setTimeout(r, 120)); // past the 50 ms backoff
     await expect(driver.describe()).resolves.toMatchObject({ model: 'SIM-IPC-1' });
     expect(driver.health().state).toBe('online');
+  });
+
+  it('a snapshot past the size cap is refused (the fetch answers the camera\'s Digest challenge first)', async () => {
+    const { sim, driver } = await rig();
+    await driver.describe();
+    sim.hostile('huge', { operations: ['snapshot'], bytes: 12 * 1024 * 1024 });
+    await expect(driver.snapshot()).rejects.toMatchObject({ code: 'response_too_large' });
+    sim.hostile('none');
+    const before = sim.stats().authFailures;
+    expect((await driver.snapshot()).length).toBeGreaterThan(4);
+    expect(sim.stats().authFailures).toBe(before + 1); // one 401 challenge, then Digest accepted
   });
 
   it('a camera that drips its answer a byte at a time is cut off by the total deadline', async () => {

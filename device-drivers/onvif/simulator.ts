@@ -83,6 +83,20 @@ export async function startOnvifSimulator(opts: OnvifSimulatorOptions = {}): Pro
   let port = 0;
   const base = () => `http://${host}:${port}`;
 
+  const DIGEST_REALM = 'xiaoan-sim';
+  const digestNonce = randomUUID().replace(/-/g, '');
+  function digestOk(header: string | undefined): boolean {
+    if (!header || !/^Digest /i.test(header)) return false;
+    const p: Record<string, string> = {};
+    for (const m of header.slice(7).matchAll(/(\w+)=(?:"([^"]*)"|([^,\s]*))/g)) p[m[1]!] = m[2] ?? m[3] ?? '';
+    if (p.username !== username || p.nonce !== digestNonce || p.realm !== DIGEST_REALM) return false;
+    const md5 = (v: string) => createHash('md5').update(v).digest('hex');
+    const ha1 = md5(`${username}:${DIGEST_REALM}:${password}`);
+    const ha2 = md5(`GET:${p.uri}`);
+    const want = p.qop ? md5(`${ha1}:${digestNonce}:${p.nc}:${p.cnonce}:${p.qop}:${ha2}`) : md5(`${ha1}:${digestNonce}:${ha2}`);
+    return p.response === want;
+  }
+
   function authorised(xml: string): boolean {
     // WS-Security UsernameToken Profile 1.0 §3.1: PasswordDigest = Base64(SHA-1(nonce + created + password))
     const user = leafText(xml, 'Username');
@@ -283,6 +297,12 @@ export async function startOnvifSimulator(opts: OnvifSimulatorOptions = {}): Pro
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     if (req.method === 'GET' && req.url === '/snapshot.jpg') {
       requests.snapshot = (requests.snapshot ?? 0) + 1;
+      // snapshot URLs are plain HTTP with Digest authentication (RFC 7616), as most cameras do it
+      if (!digestOk(req.headers.authorization)) {
+        authFailures++;
+        res.writeHead(401, { 'www-authenticate': `Digest realm="${DIGEST_REALM}", qop="auth", nonce="${digestNonce}", algorithm=MD5` });
+        return void res.end();
+      }
       if (hostile.mode === 'huge' && (!hostile.operations || hostile.operations.includes('snapshot'))) return void hostileReply(res, 'snapshot');
       res.writeHead(200, { 'content-type': 'image/jpeg', 'content-length': SNAPSHOT.length });
       return void res.end(SNAPSHOT);

@@ -1,7 +1,8 @@
 // The alerting tier on both engines: raise, worsen, acknowledge, resolve, clear, escalate,
 // scope, drills, pg_notify, linkage, state across restarts, and delivery exactly once.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { parse } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clock, Command, CommandResult, Reading, DeviceEvent } from '../../contract/index.ts';
@@ -226,6 +227,12 @@ describe.each(ENGINES)('alerting on %s', (engine) => {
     clock.advance(1000);
     await alerting.deliver(); // raised delivered
     await alerting.deliver(); // then acknowledged (in order)
+    // what is delivered is what docs/openapi/provincial-modules.yaml describes
+    const doc = parse(await readFile(new URL('../../docs/openapi/provincial-modules.yaml', import.meta.url), 'utf8'));
+    const sent = mine()[0]!.payload as unknown as Record<string, unknown>;
+    expect(Object.keys(sent).sort()).toEqual([...doc.components.schemas.Delivery.required].sort());
+    expect(Object.keys(sent.alert as object).sort()).toEqual([...doc.components.schemas.Alert.required].sort());
+    expect(doc.components.schemas.Delivery.properties.transition.enum).toContain(sent.transition);
     const resolved = await alerting.resolve(desk, a!.id, 'desk', 'done');
     expect(resolved.state).toBe('resolved');
     await alerting.deliver();
