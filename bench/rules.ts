@@ -26,7 +26,7 @@ const flag = (name: string, dflt: number) => {
 const quick = args.includes('--quick');
 const RULES = flag('rules', 10_000);
 const RATE = flag('rate', 50_000);
-const SECONDS = flag('seconds', quick ? 10 : 60);
+const SECONDS = flag('seconds', quick ? 8 : 60);
 const GATEWAYS = flag('gateways', quick ? 25 : 100);
 const METRICS = Math.max(1, Math.round(RULES / GATEWAYS));
 const BATCH = 250;
@@ -124,7 +124,7 @@ async function main() {
     cleanup.unshift(() => unlisten());
 
     const schoolsForWorker = schools.map((s) => ({ id: s.id, password: 'bench-gateway', topic: buildTopic({ county: s.county, gatewayId: s.id, channel: 'readings' }) }));
-    const warmupMs = 3000;
+    const warmupMs = quick ? 2000 : 3000;
     let start = Date.now();
     say(`publishing ${RATE} readings/s from ${GATEWAYS} gateways for ${SECONDS} s (+${warmupMs / 1000} s warm-up), batches of ${BATCH}, in a worker thread…`);
     const gateways = new Worker(new URL('./rules-gateways.mjs', import.meta.url), {
@@ -143,7 +143,7 @@ async function main() {
     });
     await gateways.terminate();
     // let the backlog drain
-    const drainEnd = Date.now() + (quick ? 10_000 : 30_000);
+    const drainEnd = Date.now() + (quick ? 5_000 : 30_000);
     while ((args.includes('--no-rules') ? worker.stats().stored.readings : alerting.stats().evaluated) < published && Date.now() < drainEnd) await new Promise((r) => setTimeout(r, 200));
     const elapsed = (Date.now() - start) / 1000;
     const st = alerting.stats();

@@ -11,8 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { createLogger, systemClock, type Logger } from '../contract/index.ts';
 import {
-  freePort, getProfile, startGateSimulator, startKioskSimulator, startButtonSimulator, startModbusSimulator,
-  type ModbusProfile, type ModbusSimulator, type GateSimulator, type KioskSimulator, type ButtonSimulator,
+  freePort, getProfile, startOnvifSimulator, startGateSimulator, startKioskSimulator, startButtonSimulator, startModbusSimulator,
+  type ModbusProfile, type ModbusSimulator, type OnvifSimulator, type GateSimulator, type KioskSimulator, type ButtonSimulator,
 } from '../device-drivers/index.ts';
 import { createGateway, parseEdgeConfig, type Gateway } from '../edge/index.ts';
 import { openStore, startCentralBroker, createIngestWorker, scopeOf, type Store, type IngestWorker, type CentralBroker } from '../ingest/index.ts';
@@ -49,7 +49,7 @@ export interface Demo {
   alerting: Alerting;
   receiver: ReferenceReceiver;
   server: DashboardServer;
-  sims: { smoke: ModbusSimulator; temp: ModbusSimulator; gate: GateSimulator; kiosk: KioskSimulator; button: ButtonSimulator };
+  sims: { smoke: ModbusSimulator; temp: ModbusSimulator; camera: OnvifSimulator; gate: GateSimulator; kiosk: KioskSimulator; button: ButtonSimulator };
   /** stage a fire drill now: smoke density above threshold for `holdMs`, marked as a drill */
   stageDrill(holdMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -61,6 +61,7 @@ interface DemoSecrets {
   ingestPassword: string;
   devicePasswords: Record<string, string>;
   deliverySecret: string;
+  cameraPassword: string;
 }
 
 const secret = () => randomBytes(12).toString('base64url');
@@ -80,6 +81,7 @@ async function loadSecrets(dataDir: string, password: string | undefined): Promi
     ingestPassword: kept.ingestPassword ?? secret(),
     devicePasswords: kept.devicePasswords ?? { 'gate-1': secret(), 'kiosk-1': secret(), 'button-1': secret() },
     deliverySecret: kept.deliverySecret ?? secret(),
+    cameraPassword: kept.cameraPassword ?? secret(),
   };
   await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   return { secrets, generated };
@@ -146,6 +148,10 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     const temp = await startModbusSimulator({ profile: tempProfile, host: '127.0.0.1' });
     stack.push(() => temp.close());
 
+    const camera = await startOnvifSimulator({ host: '127.0.0.1', username: 'admin', password: secrets.cameraPassword, model: 'XA-Sim Dome' });
+    stack.push(() => camera.close());
+    const cameraUrl = camera.url; // onvif://admin:PASSWORD@127.0.0.1:PORT
+
     const deviceBrokerPort = await freePort();
     const edgeConfig = parseEdgeConfig({
       gatewayId: DEMO.gatewayId,
@@ -162,6 +168,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
         { id: 'gate-1', profile: 'gate-controller-generic', url: 'mqtt://gate-1', name: '东门门禁 East gate', building: '东门 East gate', password: secrets.devicePasswords['gate-1'] },
         { id: 'kiosk-1', profile: 'visitor-kiosk-generic', url: 'mqtt://kiosk-1', name: '门卫室访客机 Guard room kiosk', building: '东门 East gate', password: secrets.devicePasswords['kiosk-1'] },
         { id: 'button-1', profile: 'emergency-button-generic', url: 'mqtt://button-1', name: '门卫室一键报警 Guard room emergency button', building: '东门 East gate', password: secrets.devicePasswords['button-1'] },
+        { id: 'cam-1', profile: 'onvif-camera-generic', url: cameraUrl, name: '东门摄像机 East gate camera', building: '东门 East gate' },
       ],
     }, 'demo');
     const gateway = await createGateway(edgeConfig, { log });
@@ -209,7 +216,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
       password: secrets.password,
       passwordGenerated: generated,
       store, broker, gateway, worker: ingestWorker, alerting, receiver, server,
-      sims: { smoke, temp, gate, kiosk, button },
+      sims: { smoke, temp, camera, gate, kiosk, button },
       stageDrill,
       stop: stopAll,
     };

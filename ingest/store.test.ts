@@ -131,6 +131,7 @@ describe.each(ENGINES)('store on %s', (engine) => {
     const raw = await store.queries.readings(a, { device: 'temp-1', metric: 'temperature', from: NOW - 3_600_000, to: NOW });
     expect(raw.resolution).toBe('raw');
     expect(raw.points.map((p) => p.value)).toEqual([20.01, 20.02, 20.03, 20.04]);
+    await store.sink.refreshRollups({ all: true });
     const week = await store.queries.readings(a, { device: 'temp-1', metric: 'temperature', from: NOW - 3 * 86_400_000, to: NOW + 60_000 });
     expect(week.resolution).toBe('1m');
     const total = week.points.reduce((n, p) => n + p.count, 0);

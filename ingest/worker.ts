@@ -78,6 +78,8 @@ export interface IngestWorkerOptions {
   };
   retry?: { minMs?: number; maxMs?: number };
   reconnectPeriodMs?: number;
+  /** how often the rollups of closed minutes are refreshed (default 5,000 ms; 0 = never; no-op on TimescaleDB) */
+  rollupEveryMs?: number;
   /** for mqtts:// brokers: PEM contents of the CA, client certificate and key */
   tls?: { ca?: Buffer | string; cert?: Buffer | string; key?: Buffer | string; rejectUnauthorized?: boolean };
 }
@@ -538,10 +540,30 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     lanes.control = await openLane('control', () => [regionFilter(opts.region, 'status'), regionFilter(opts.region, 'cmd-result')]);
   }
 
+  // ---- rollups (native PostgreSQL / PGlite): their own fault unit, off the ingest path ----
+  const rollupEveryMs = opts.rollupEveryMs ?? 5_000;
+  let rollupTimer: unknown = null;
+  let rollupRunning = false;
+  const rollupLog = log.child('rollups');
+  async function refreshRollups() {
+    if (rollupRunning || stopping) return;
+    rollupRunning = true;
+    try {
+      await store.sink.refreshRollups();
+    } catch (e) {
+      rollupLog.warn('rollup refresh failed; the marks stay and are retried', { error: (e as Error).message, code: (e as SinkError).code });
+    } finally {
+      rollupRunning = false;
+    }
+  }
+
   return {
     commands,
     async start() {
       stopping = false;
+      if (rollupEveryMs > 0 && !store.timescale && rollupTimer === null) {
+        rollupTimer = clock.setInterval(() => void refreshRollups(), rollupEveryMs);
+      }
       try {
         await openAll();
       } catch (e) {
@@ -563,6 +585,8 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       // Finish what is being committed, then disconnect; what is not committed stays unacknowledged.
       await Promise.race([Promise.all([...readingsWriters.map((w) => w.drained()), eventsWriter.drained()]), sleep(10_000)]);
       stopping = true;
+      if (rollupTimer !== null) clock.clearInterval(rollupTimer);
+      rollupTimer = null;
       for (const l of Object.values(lanes)) await l?.close();
       for (const [id, p] of pendingCommands) {
         clock.clearTimeout(p.timer);

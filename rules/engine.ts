@@ -59,6 +59,8 @@ export interface RuleEngine {
   onTick(now: number, devices?: readonly DeviceInfo[], drillSites?: ReadonlySet<string>): EngineResult;
   /** state of one site (or all when omitted), JSON-safe */
   snapshot(site?: string): EngineSnapshot;
+  /** the same as JSON text (what is stored), without the intermediate copy */
+  snapshotJson(site: string): string;
   /** merge saved state (e.g. per site from the database) */
   restore(snapshot: EngineSnapshot): void;
   /** sites whose state changed since the last call */
@@ -463,6 +465,25 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     }
   };
 
+
+  function collect(site: string | undefined): EngineSnapshot {
+    const out: EngineSnapshot = { v: 1, states: {}, seen: {} };
+      if (site === undefined) {
+        for (const [k, st] of states) out.states[k] = st;
+        for (const [k, v] of seen) out.seen[k] = v;
+      } else {
+        for (const k of bySite.get(site) ?? []) {
+          const st = states.get(k);
+          if (st) out.states[k] = st;
+        }
+        for (const k of seenBySite.get(site) ?? []) {
+          const v = seen.get(k);
+          if (v) out.seen[k] = v;
+        }
+      }
+    return out;
+  }
+
   const engine: RuleEngine = {
     onReading(rd, ctx) {
       const res: EngineResult = { transitions: [], faults: [] };
@@ -603,23 +624,14 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
       return res;
     },
 
-    snapshot(site) {
-      const out: EngineSnapshot = { v: 1, states: {}, seen: {} };
-      if (site === undefined) {
-        for (const [k, st] of states) out.states[k] = st;
-        for (const [k, v] of seen) out.seen[k] = v;
-      } else {
-        for (const k of bySite.get(site) ?? []) {
-          const st = states.get(k);
-          if (st) out.states[k] = st;
-        }
-        for (const k of seenBySite.get(site) ?? []) {
-          const v = seen.get(k);
-          if (v) out.seen[k] = v;
-        }
-      }
-      return JSON.parse(JSON.stringify(out)) as EngineSnapshot;
+    snapshotJson(site) {
+      return JSON.stringify(collect(site));
     },
+
+    snapshot(site) {
+      return JSON.parse(JSON.stringify(collect(site))) as EngineSnapshot;
+    },
+
 
     restore,
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SerialPort } from 'serialport';
 import { silentLogger, systemClock } from '../contract/index.ts';
-import { createDriver, freePort, getProfile, LineRegistry, parseProfile, type DeviceDriver, type ModbusDriver, type ModbusProfile, type Observation } from '../device-drivers/index.ts';
+import { createDriver, discoverModbusUnits, freePort, getProfile, LineRegistry, parseProfile, type DeviceDriver, type ModbusDriver, type ModbusProfile, type Observation } from '../device-drivers/index.ts';
 import { startPtyPair, startPymodbus } from './drivers-peers.ts';
 
 const ctx = { clock: systemClock, log: silentLogger };
@@ -153,6 +153,10 @@ describe('Modbus RTU over a socat pty pair', () => {
       expect(ghost.wireRequests).toBeLessThanOrEqual(3);
       expect(ghost.skipped).toBeGreaterThanOrEqual(5);
       expect(devs[2]!.health().state).toBe('offline');
+      for (const d of devs) await d.close();
+      // and a technician's discovery on the same line finds exactly the units that answer
+      const found = await discoverModbusUnits(`modbus-rtu://${pty.a}?baud=19200`, [1, 2, 3], { timeoutMs: 250 });
+      expect(found.map((f) => [f.unit, f.answer])).toEqual([[1, 'answered'], [2, 'answered']]);
     } finally {
       for (const d of devs) await d.close();
       await peer.stop();

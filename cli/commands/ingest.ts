@@ -31,7 +31,7 @@ export const ingest: Command = {
       throw new UserError(`--region: ${(e as Error).message}`, 2);
     }
     const ing = await import('../../ingest/index.ts');
-    const log = createLogger({ level: config.logLevel, unit: 'ingest' });
+    const log = createLogger({ level: config.logLevel });
     const store = await ing.openStore(cfgMod.databaseConnectionUrl(config.database), { log });
     const closers: Array<() => Promise<void>> = [async () => store.close()];
     const closeAll = async () => {

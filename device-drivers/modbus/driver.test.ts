@@ -111,6 +111,10 @@ describe('Modbus TCP driver against the profile-driven simulator', () => {
     const h = driver.health();
     expect(h.state).toBe('degraded');
     expect(h.lastError).toMatch(/exception 2 \(illegal data address\) at register 40001/);
+    // refusing everything (exception 6, busy) is still an answer: degraded, never offline
+    sim.fault('exception', { code: 6 });
+    for (let i = 0; i < 4; i++) expect(await driver.poll!()).toEqual([]);
+    expect(driver.health()).toMatchObject({ state: 'degraded', lastError: expect.stringMatching(/exception 6 \(server device busy\)/) });
   });
 
   it('silence makes the device time out, then back off, then go offline; it recovers when it answers again', async () => {

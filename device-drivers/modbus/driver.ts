@@ -107,6 +107,8 @@ export async function createModbusDriver(spec: DeviceSpec, profile: ModbusProfil
             const err = e instanceof DriverError ? e : new DriverError(String((e as Error)?.message ?? e), 'device_error', true);
             firstProblem ??= err;
             if (err.code === 'modbus_exception') {
+              // the device answered, with a refusal: it is there, but this block is misconfigured or busy
+              answered++;
               log.warn('block read failed', { error: err.message, protocolCode: err.protocolCode });
               continue;
             }

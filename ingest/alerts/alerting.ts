@@ -18,6 +18,7 @@ import { scopeSql, type Scope } from '../scope.ts';
 import type { BatchListener, CommandSender, StoredBatch } from '../types.ts';
 import { createDelivery, type DeliveryOptions, type DeliveryStats, type OutboxRow } from './delivery.ts';
 import { createLinkage, type LinkageOptions } from './linkage.ts';
+import { createRulebook, type Rulebook } from './rulebook.ts';
 import {
   AlertError,
   alertHistory,
@@ -48,12 +49,20 @@ export interface AlertingOptions {
   linkage?: LinkageOptions;
   /** how often tick() runs by itself (default 1000 ms); 0 = only when called */
   tickMs?: number;
+  /** how often devices are checked for silence (default 5000 ms; durations complete on every tick) */
+  absenceEveryMs?: number;
   /** how often rule state of sites without alert changes is saved (default 5000 ms) */
   stateSaveMs?: number;
   /** start a delivery run right after each alert change (default true; tests turn it off to step delivery by hand) */
   deliverOnChange?: boolean;
   /** only sites below this org path are this worker's (default: all) */
   region?: string;
+  /**
+   * Change control: load rules through a rulebook (library + these folders + versions saved through
+   * the API), and hot-reload on every change (rule_versions trigger, folder edits). When given, the
+   * rulebook's rule set replaces `rules` once it is loaded.
+   */
+  rulebook?: { dirs?: string[]; library?: boolean; watch?: boolean };
 }
 
 export interface DrillInfo {
@@ -90,6 +99,8 @@ export interface Alerting {
   /** hot reload: open alerts and rule state of rules that keep their id are kept */
   setRules(rules: readonly CompiledRule[] | RuleSet): void;
   rules(): readonly CompiledRule[];
+  /** the rulebook when `rulebook` was given (save / versions / audit) */
+  readonly rulebook: Rulebook | null;
   /** deliver what is due now (also runs on every tick) */
   deliver(): Promise<number>;
   stats(): { evaluated: number; transitions: number; faults: number; delivery: DeliveryStats | null; queued: number };
@@ -291,7 +302,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     await tx.query(
       `insert into rule_state (site, state, updated_at) values ($1, $2::jsonb, ${ts(3)})
        on conflict (site) do update set state = excluded.state, updated_at = excluded.updated_at`,
-      [site, JSON.stringify(engine.snapshot(site)), now],
+      [site, engine.snapshotJson(site), now],
     );
   }
 
@@ -389,7 +400,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     async onGatewayStatus(status: GatewayStatus & { orgPath: string }) {
       // device list or states changed: look again now rather than at the next cache expiry
       deviceCache.delete(status.gateway);
-      if (status.state === 'offline') await enqueue('urgent', () => absenceCheck());
+      if (status.state === 'offline') await enqueue('urgent', () => absenceCheck(true));
     },
   };
 
@@ -410,9 +421,13 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     return r.rows.map((d) => ({ gatewayId: d.gateway_id, deviceId: d.device_id, orgPath: d.org_path, profile: d.profile, building: d.building, room: d.room, expectedIntervalMs: d.expected_interval_ms, state: d.state, lastSeen: d.last_seen === null ? null : Number(d.last_seen), watchedSince: startedAt }));
   }
 
-  async function absenceCheck() {
+  let lastAbsence = -Infinity;
+  async function absenceCheck(force = false) {
     const now = clock.now();
-    const devices = await allDevices();
+    // silences are checked every few seconds (the device list is a query); durations on every tick
+    const due = force || now - lastAbsence >= (opts.absenceEveryMs ?? 5000);
+    if (due) lastAbsence = now;
+    const devices = due ? await allDevices() : [];
     const drillSites = new Set(devices.map((d) => d.orgPath).filter((s) => inDrill(s, now)));
     const out: AlertTransition[] = [];
     note(engine.onTick(now, devices, drillSites), out);
@@ -498,6 +513,22 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     } finally {
       ticking = null;
     }
+  }
+
+  let book: Rulebook | null = null;
+  if (opts.rulebook) {
+    book = await createRulebook({
+      db,
+      clock,
+      log,
+      dirs: opts.rulebook.dirs,
+      library: opts.rulebook.library,
+      watch: opts.rulebook.watch,
+      onChange: (set) => {
+        engine.setRules(set.rules, set.calendars);
+        log.info('rules reloaded', { rules: set.rules.length, errors: set.errors.length });
+      },
+    });
   }
 
   const tickMs = opts.tickMs ?? 1000;
@@ -595,6 +626,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       log.info('rules reloaded', { rules: s.rules.length });
     },
     rules: () => engine.rules(),
+    rulebook: book,
     deliver: async () => (delivery ? delivery.deliverDue() : 0),
     stats: () => ({ ...counters, delivery: delivery?.stats() ?? null, queued: urgent.length + bulk.length }),
     async stop() {
@@ -604,6 +636,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       while (pumping) await pumping;
       if (ticking) await ticking.catch(() => {});
       await saveDirtyStates();
+      await book?.close();
     },
   };
 }

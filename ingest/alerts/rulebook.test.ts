@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestDatabase, ENGINES, type TestDatabase } from '../../test/support/databases.ts';
-import { createRulebook, RuleChangeError } from './index.ts';
+import { createAlerting, createRulebook, RuleChangeError } from './index.ts';
 import type { RuleSet } from '../../rules/index.ts';
 
 const RULE = (threshold: number) => `id: lab-temp
@@ -79,5 +79,20 @@ describe.each(ENGINES)('rulebook on %s', (engine) => {
     await other.close();
     await book.close();
     expect(sets.length).toBeGreaterThan(3);
+  });
+
+  it('an alerting with a rulebook hot-reloads versions written by anyone (the rule_versions trigger)', async () => {
+    const alerting = await createAlerting({ db: tdb.db, rules: [], tickMs: 0, rulebook: { dirs: [dir], watch: false } });
+    expect(alerting.rules().some((r) => r.id === 'smoke-sustained')).toBe(true);
+    // another process (the rules page) writes a version straight into rule_versions
+    await tdb.db.query(
+      `insert into rule_versions (rule_id, version, hash, source, action, author, comment, diff, created_at)
+       values ('page-temp', 1, 'h', $1, 'create', 'author', 'from the page', '', now())`,
+      [RULE(33).replace('lab-temp', 'page-temp')],
+    );
+    await until(() => alerting.rules().some((r) => r.id === 'page-temp' && r.params.limit === 33));
+    await alerting.rulebook!.setEnabled('page-temp', false, 'author');
+    expect(alerting.rules().find((r) => r.id === 'page-temp')!.enabled).toBe(false);
+    await alerting.stop();
   });
 });

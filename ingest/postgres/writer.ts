@@ -147,16 +147,9 @@ export class PartitionKeeper {
 
 // The statement that moves staged rows into readings. `src` yields
 // (gateway_id, seq, device_id, metric, ts_ms, value, quality).
+const ORIGIN = "timestamptz '2000-01-01 00:00:00+00'";
+
 function moveReadingsSql(src: string, timescale: boolean): string {
-  const rollup = (table: string, width: string) => `,
-  ${table} as (
-    insert into ${table} as r (bucket, gateway_id, device_id, metric, n, sum, min, max)
-    select date_bin('${width}', ts, timestamptz '2000-01-01 00:00:00+00'), gateway_id, device_id, metric,
-           count(*), sum(value), min(value), max(value)
-      from ins group by 1, 2, 3, 4 order by 2, 3, 4, 1
-    on conflict (gateway_id, device_id, metric, bucket) do update
-      set n = r.n + excluded.n, sum = r.sum + excluded.sum,
-          min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))`;
   return `
 with ins as (
   insert into readings (gateway_id, seq, device_id, metric, ts, value, quality)
@@ -178,7 +171,12 @@ seen as (
    group by 1, 2 order by 1, 2
   on conflict (gateway_id, device_id) do update
     set last_seen = greatest(d.last_seen, excluded.last_seen)
-)${timescale ? '' : rollup('readings_1m', '1 minute') + rollup('readings_1h', '1 hour')}
+)${timescale ? '' : `,
+dirty as (
+  insert into rollup_dirty as m (gateway_id, bucket)
+  select distinct gateway_id, date_bin('1 minute', ts, ${ORIGIN}) from ins order by 1, 2
+  on conflict (gateway_id, bucket) do update set marked_at = now()
+)`}
 select gateway_id, seq from ins`;
 }
 
@@ -192,7 +190,13 @@ export interface PostgresSink {
   /** rows streamed per COPY chunk (bytes); the stream's own backpressure governs beyond that */
   readonly copyChunkBytes: number;
   /** how often the direct COPY met a redelivered record and the batch went through staging */
-  stats(): { fallbacks: number };
+  stats(): { fallbacks: number; rollupRefreshes: number };
+  /**
+   * Recompute the marked (gateway, minute) buckets of readings_1m from the raw rows and their hours
+   * of readings_1h. Only buckets that closed `settleMs` ago (default 5 s) unless `all`. Returns the
+   * number of buckets done. No-op on TimescaleDB (its continuous aggregates do it).
+   */
+  refreshRollups(opts?: { settleMs?: number; all?: boolean }): Promise<number>;
 }
 
 export function createPostgresSink(db: Db, opts: StorageOptions & { copyChunkBytes?: number }): PostgresSink {
@@ -204,16 +208,7 @@ export function createPostgresSink(db: Db, opts: StorageOptions & { copyChunkByt
   const clock = opts.now;
   let stagingUntil = 0;
   let fallbacks = 0;
-  const rollupFromParams = (table: string, p: number) => `,
-  ${table} as (
-    insert into ${table} as r (bucket, gateway_id, device_id, metric, n, sum, min, max)
-    select to_timestamp(b / 1000.0), g, d, m, n, s, mi, ma
-      from unnest($${p}::float8[], $${p + 1}::text[], $${p + 2}::text[], $${p + 3}::text[], $${p + 4}::bigint[],
-                  $${p + 5}::float8[], $${p + 6}::float8[], $${p + 7}::float8[]) as u(b, g, d, m, n, s, mi, ma)
-     order by g, d, m, b
-    on conflict (gateway_id, device_id, metric, bucket) do update
-      set n = r.n + excluded.n, sum = r.sum + excluded.sum,
-          min = least(r.min, excluded.min), max = greatest(r.max, excluded.max))`;
+  let rollupRefreshes = 0;
   const aggregatesSql = `
 with latest as (
   insert into latest_readings as l (gateway_id, device_id, metric, ts, value, quality)
@@ -230,7 +225,12 @@ seen as (
     from unnest($7::text[], $8::text[], $9::float8[]) as u(g, d, t) join gateways gw on gw.id = u.g
    order by 1, 2
   on conflict (gateway_id, device_id) do update set last_seen = greatest(dv.last_seen, excluded.last_seen)
-)${opts.timescale ? '' : rollupFromParams('readings_1m', 10) + rollupFromParams('readings_1h', 18)}
+)${opts.timescale ? '' : `,
+dirty as (
+  insert into rollup_dirty as m (gateway_id, bucket)
+  select g, to_timestamp(b / 1000.0) from unnest($10::text[], $11::float8[]) as u(g, b) order by 1, 2
+  on conflict (gateway_id, bucket) do update set marked_at = now()
+)`}
 select 1`;
 
   async function copyInto(client: pg.PoolClient, batches: ReadingRows[], target: 'readings' | 'readings_in'): Promise<void> {
@@ -295,49 +295,34 @@ select 1`;
     return out;
   }
 
-  /** Rollup buckets, latest values and last-seen times of the rows, aggregated in memory. */
+  /** Latest values, last-seen times and touched (gateway, minute) buckets of the rows, aggregated in memory. */
   function aggregateParams(batches: ReadingRows[]): unknown[] {
-    type Agg = { g: string; d: string; m: string; b: number; n: number; sum: number; min: number; max: number };
-    const buckets = [new Map<string, Agg>(), new Map<string, Agg>()];
-    const widths = [60_000, 3_600_000];
     const latest = new Map<string, { g: string; d: string; m: string; ts: number; v: number; q: string }>();
     const seen = new Map<string, { g: string; d: string; ts: number }>();
+    const dirty = new Map<string, { g: string; b: number }>();
     for (const bt of batches) {
       const g = bt.gatewayId;
       for (const r of bt.readings) {
         const series = `${g}\u0000${r.device}\u0000${r.metric}`;
-        if (!opts.timescale) {
-          for (let k = 0; k < 2; k++) {
-            const b = Math.floor(r.ts / widths[k]!) * widths[k]!;
-            const key = `${series}\u0000${b}`;
-            const a = buckets[k]!.get(key);
-            if (a) {
-              a.n++; a.sum += r.value;
-              if (r.value < a.min) a.min = r.value;
-              if (r.value > a.max) a.max = r.value;
-            } else buckets[k]!.set(key, { g, d: r.device, m: r.metric, b, n: 1, sum: r.value, min: r.value, max: r.value });
-          }
-        }
         const l = latest.get(series);
         if (!l || r.ts >= l.ts) latest.set(series, { g, d: r.device, m: r.metric, ts: r.ts, v: r.value, q: r.quality });
         const dk = `${g}\u0000${r.device}`;
         const sn = seen.get(dk);
         if (!sn || r.ts > sn.ts) seen.set(dk, { g, d: r.device, ts: r.ts });
+        if (!opts.timescale) {
+          const b = Math.floor(r.ts / 60_000) * 60_000;
+          const bk = `${g}\u0000${b}`;
+          if (!dirty.has(bk)) dirty.set(bk, { g, b });
+        }
       }
     }
-    const cols = (aggs: Iterable<Agg>) => {
-      const c: unknown[][] = [[], [], [], [], [], [], [], []];
-      for (const a of aggs) {
-        c[0]!.push(a.b); c[1]!.push(a.g); c[2]!.push(a.d); c[3]!.push(a.m);
-        c[4]!.push(a.n); c[5]!.push(a.sum); c[6]!.push(a.min); c[7]!.push(a.max);
-      }
-      return c;
-    };
     const lc: unknown[][] = [[], [], [], [], [], []];
     for (const l of latest.values()) { lc[0]!.push(l.g); lc[1]!.push(l.d); lc[2]!.push(l.m); lc[3]!.push(l.ts); lc[4]!.push(l.v); lc[5]!.push(l.q); }
     const sc: unknown[][] = [[], [], []];
     for (const x of seen.values()) { sc[0]!.push(x.g); sc[1]!.push(x.d); sc[2]!.push(x.ts); }
-    return [...lc, ...sc, ...(opts.timescale ? [] : [...cols(buckets[0]!.values()), ...cols(buckets[1]!.values())])];
+    const dc: unknown[][] = [[], []];
+    for (const x of dirty.values()) { dc[0]!.push(x.g); dc[1]!.push(x.b); }
+    return [...lc, ...sc, ...(opts.timescale ? [] : dc)];
   }
 
   async function keysOf(rows: { gateway_id: string; seq: number }[]): Promise<NewKeys> {
@@ -357,7 +342,48 @@ select 1`;
   return {
     partitions,
     copyChunkBytes,
-    stats: () => ({ fallbacks }),
+    stats: () => ({ fallbacks, rollupRefreshes }),
+    async refreshRollups(o = {}) {
+      if (opts.timescale) return 0;
+      const cutoff = o.all ? 4_102_444_800_000 : clock() - (o.settleMs ?? 5_000) - 60_000;
+      try {
+        return await db.transaction(async (tx) => {
+          const marks = await tx.query<{ gateway_id: string; b: number }>(
+            `delete from rollup_dirty where bucket < to_timestamp($1 / 1000.0)
+             returning gateway_id, (extract(epoch from bucket) * 1000)::float8 as b`,
+            [cutoff],
+          );
+          if (marks.rows.length === 0) return 0;
+          const g = marks.rows.map((m) => m.gateway_id);
+          const b = marks.rows.map((m) => Number(m.b));
+          await tx.query(
+            `insert into readings_1m as r (bucket, gateway_id, device_id, metric, n, sum, min, max)
+             select d.bucket, x.gateway_id, x.device_id, x.metric, count(*), sum(x.value), min(x.value), max(x.value)
+               from (select g, to_timestamp(b / 1000.0) as bucket from unnest($1::text[], $2::float8[]) as u(g, b)) d
+               join readings x on x.gateway_id = d.g and x.ts >= d.bucket and x.ts < d.bucket + interval '1 minute'
+              group by 1, 2, 3, 4 order by 2, 3, 4, 1
+             on conflict (gateway_id, device_id, metric, bucket) do update
+               set n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max`,
+            [g, b],
+          );
+          await tx.query(
+            `insert into readings_1h as r (bucket, gateway_id, device_id, metric, n, sum, min, max)
+             select h.hour, m.gateway_id, m.device_id, m.metric, sum(m.n), sum(m.sum), min(m.min), max(m.max)
+               from (select distinct g, date_bin('1 hour', to_timestamp(b / 1000.0), ${ORIGIN}) as hour
+                       from unnest($1::text[], $2::float8[]) as u(g, b)) h
+               join readings_1m m on m.gateway_id = h.g and m.bucket >= h.hour and m.bucket < h.hour + interval '1 hour'
+              group by 1, 2, 3, 4 order by 2, 3, 4, 1
+             on conflict (gateway_id, device_id, metric, bucket) do update
+               set n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max`,
+            [g, b],
+          );
+          rollupRefreshes++;
+          return marks.rows.length;
+        });
+      } catch (e) {
+        throw classifyDbError(e);
+      }
+    },
     async writeReadings(batches) {
       if (batches.every((b) => b.readings.length === 0)) return new Set();
       await ensurePartitions(batches);
@@ -451,7 +477,7 @@ select gateway_id, seq from ins`;
  */
 export async function setupTimescale(db: Db, retentionDays: number, log: Logger): Promise<void> {
   const stmts = [
-    `alter table readings set (timescaledb.compress, timescaledb.compress_segmentby = 'gateway_id, device_id, metric', timescaledb.compress_orderby = 'ts')`,
+    `alter table readings set (timescaledb.compress, timescaledb.compress_segmentby = 'gateway_id, device_id, metric', timescaledb.compress_orderby = 'ts, seq')`,
     `select add_compression_policy('readings', interval '2 days', if_not_exists => true)`,
     `select add_retention_policy('readings', interval '${Math.max(1, Math.floor(retentionDays))} days', if_not_exists => true)`,
     `create materialized view if not exists readings_1m with (timescaledb.continuous) as

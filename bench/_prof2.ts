@@ -1,0 +1,23 @@
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { openStore } from '../ingest/index.ts';
+const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' }); await admin.connect();
+await admin.query('drop database if exists xiaoan_prof2 with (force)'); await admin.query('create database xiaoan_prof2');
+const url = 'postgres://postgres@127.0.0.1:5432/xiaoan_prof2';
+const store = await openStore(url);
+for (let g = 0; g < 50; g++) await store.db.query(`insert into gateways (id, org_path, county, name, secret_hash) values ($1, '37/3717/371702/3717000001', '371702', $1, 'x')`, ['g' + g]);
+const t0 = Date.now() - 3 * 3600_000;
+const mk = (round: number) => Array.from({ length: 50 }, (_, g) => ({ gatewayId: 'g' + g, readings: Array.from({ length: 400 }, (_, i) => { const seq = round * 400 + i; return { seq, device: 'dev-' + (seq * 7 % 20), metric: ['a', 'b', 'c', 'd'][seq % 4]!, ts: t0 + seq * 100 + g, value: seq % 100, quality: 'good' as const }; }) }));
+await store.sink.partitions.ensure([t0]);
+let s = performance.now();
+const c = new pg.Client({ connectionString: url }); await c.connect();
+await new Promise<void>((res, rej) => { const st = c.query(copyFrom('copy readings (gateway_id, seq, device_id, metric, ts, value, quality) from stdin')); st.on('finish', res); st.on('error', rej);
+  for (let r = 100; r < 108; r++) for (const b of mk(r)) { let ch = ''; for (const x of b.readings) ch += `${b.gatewayId}\t${x.seq}\t${x.device}\t${x.metric}\t${new Date(x.ts).toISOString()}\t${x.value}\t${x.quality}\n`; st.write(ch); } st.end(); });
+console.log('raw copy 160k', Math.round(performance.now() - s), 'ms');
+s = performance.now();
+for (let r = 0; r < 8; r++) { const t = performance.now(); await store.sink.writeReadings(mk(r)); console.log(' write 20k', Math.round(performance.now() - t)); }
+console.log('sink 160k sequential', Math.round(performance.now() - s), 'ms');
+s = performance.now();
+await Promise.all([0, 1].map(async (k) => { for (let r = 200 + k * 4; r < 204 + k * 4; r++) await store.sink.writeReadings(mk(r).filter((_, g) => g % 2 === k)); }));
+console.log('sink 80k, 2 concurrent', Math.round(performance.now() - s), 'ms');
+await c.end(); await store.close(); await admin.query('drop database xiaoan_prof2 with (force)'); await admin.end();
