@@ -132,7 +132,7 @@ async function main() {
       const sample = { t: Math.round((now - started) / 1000), rps: Math.round(rps), lag: s.lagMs ?? 0, heapMb: Math.round(mem.heapUsed / 1e6), rssMb: Math.round(mem.rss / 1e6) };
       samples.push(sample);
       log(`  t=${String(sample.t).padStart(4)} s  stored ${Math.round(rps).toLocaleString().padStart(7)} readings/s  lag ${String(sample.lag).padStart(6)} ms  ` +
-        `pending ${String(s.pendingRecords).padStart(6)}  heap ${sample.heapMb} MB  rss ${sample.rssMb} MB  ` +
+        `pending ${String(s.pendingRecords).padStart(6)}  connects ${s.lanes.readings.connects}  heap ${sample.heapMb} MB  rss ${sample.rssMb} MB  ` +
         `alarms ${sorted.length} (p50 ${sorted[Math.floor(sorted.length / 2)] ?? '-'} ms, max ${sorted[sorted.length - 1] ?? '-'} ms)`);
     };
     const timer = setInterval(report, 10_000);

@@ -12,6 +12,11 @@
 // Last line: {"rules": …, "readings_per_s": …, "p50_ms": …, "p99_ms": …}
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { buildTopic, createLogger } from '../contract/index.ts';
 import { compileRules, createRuleEngine } from '../rules/index.ts';
@@ -42,6 +47,17 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 async function main() {
   // errors of the tiers are shown while measuring; shutdown noise (batches arriving after stop) is not
@@ -98,7 +114,28 @@ async function main() {
       say(`engine alone   ${Math.round((n / ms) * 1000)} readings/s through ${rules.length} rules (${n} readings in ${ms.toFixed(0)} ms, one core)`);
     }
 
-    const broker = await startCentralBroker({ port: 0, store, serviceAccounts: [{ username: 'ingest', password: 'ingest-bench' }], log });
+    // The broker: Mosquitto in its own process by default (production-like, and the embedded aedes
+    // has been seen to overflow its stack under a sustained overload); --broker aedes for the embedded one.
+    const brokerKind = args.includes('--broker') ? args[args.indexOf('--broker') + 1] : existsSync('/usr/sbin/mosquitto') ? 'mosquitto' : 'aedes';
+    let broker: { url: string; close(): Promise<void> };
+    if (brokerKind === 'mosquitto') {
+      const port = await freePort();
+      const dir = mkdtempSync(join(tmpdir(), 'xiaoan-bench-mosq-'));
+      const conf = join(dir, 'mosquitto.conf');
+      writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 1000\npersistence false\n`);
+      const proc = spawn('/usr/sbin/mosquitto', ['-c', conf], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 300));
+      broker = {
+        url: `mqtt://127.0.0.1:${port}`,
+        close: async () => {
+          proc.kill('SIGTERM');
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    } else {
+      broker = await startCentralBroker({ port: 0, store, serviceAccounts: [{ username: 'ingest', password: 'ingest-bench' }], log });
+    }
+    say(`broker         ${brokerKind} at ${broker.url}`);
     cleanup.unshift(() => broker.close());
     const alerting = await createAlerting({ db: store.db, rules, calendars: library.calendars, log, tickMs: 1000 });
     cleanup.unshift(() => alerting.stop());

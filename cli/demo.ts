@@ -11,14 +11,15 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { createLogger, systemClock, type Logger } from '../contract/index.ts';
 import {
-  freePort, getProfile, startOnvifSimulator, startGateSimulator, startKioskSimulator, startButtonSimulator, startModbusSimulator,
+  freePort, getProfile, loadProfiles, startOnvifSimulator, startTestPatternFeed, startGateSimulator, startKioskSimulator, startButtonSimulator, startModbusSimulator,
   type ModbusProfile, type ModbusSimulator, type OnvifSimulator, type GateSimulator, type KioskSimulator, type ButtonSimulator,
 } from '../device-drivers/index.ts';
 import { createGateway, parseEdgeConfig, type Gateway } from '../edge/index.ts';
 import { openStore, startCentralBroker, createIngestWorker, scopeOf, type Store, type IngestWorker, type CentralBroker } from '../ingest/index.ts';
 import { createAlerting, loadLibrary, startReferenceReceiver, type Alerting, type ReferenceReceiver } from '../ingest/alerts/index.ts';
 import type { CommandSender } from '../ingest/index.ts';
-import { createDashboardServer, seedUser, type DashboardServer } from '../dashboards/index.ts';
+import { createDashboardServer, createRulesService, createCameraService, seedUser, type DashboardServer } from '../dashboards/index.ts';
+import * as rulesLib from '../rules/index.ts';
 import { DEMO, DEMO_USERS } from './demo-school.ts';
 
 export interface DemoOptions {
@@ -101,7 +102,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     // Central tier: store, broker, provincial modules' stand-in, alerting, ingest worker.
     const store = await openStore(opts.databaseUrl ?? `pglite:${join(dataDir, 'pg')}`, { log });
     stack.push(() => store.close());
-    await store.seedOrgTree();
+    await store.seedOrgTree({ demo: true });
     for (const users of DEMO_USERS) {
       await seedUser(store.db, { username: users.username, password: secrets.password, role: users.role, orgPath: users.orgPath, displayName: users.displayName });
     }
@@ -122,9 +123,10 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
         return worker.commands.send(gatewayId, command, timeoutMs);
       },
     };
+    const ruleSet = await loadLibrary();
     const alerting = await createAlerting({
       db: store.db,
-      rules: await loadLibrary(),
+      rules: ruleSet,
       clock: systemClock,
       log,
       commands,
@@ -150,6 +152,8 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
 
     const camera = await startOnvifSimulator({ host: '127.0.0.1', username: 'admin', password: secrets.cameraPassword, model: 'XA-Sim Dome' });
     stack.push(() => camera.close());
+    const feed = await startTestPatternFeed({ host: '127.0.0.1' });
+    stack.push(() => feed.close());
     const cameraUrl = camera.url; // onvif://admin:PASSWORD@127.0.0.1:PORT
 
     const deviceBrokerPort = await freePort();
@@ -184,7 +188,14 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     const button = await startButtonSimulator(mqttDevice('button-1'));
     stack.push(() => button.close());
 
-    const server = await createDashboardServer({ store, alerting, port: opts.port, host: opts.host ?? '127.0.0.1', log, commands });
+    const server = await createDashboardServer({
+      store, alerting, port: opts.port, host: opts.host ?? '127.0.0.1', log, commands,
+      extras: {
+        profiles: (await loadProfiles()).map((p) => ({ id: p.id, protocol: p.protocol, description: p.description, category: p.category })),
+        rules: await createRulesService({ db: store.db, store, alerting, lib: rulesLib, initial: ruleSet, clock: systemClock, log }),
+        cameras: createCameraService({ [`${DEMO.gatewayId}/cam-1`]: feed.url }),
+      },
+    });
     stack.push(() => server.close());
 
     const platform = scopeOf(DEMO.province);

@@ -119,7 +119,7 @@ describe('access matrix: every endpoint × every role × inside/outside the subt
       if (res.status !== 401) wrong.push(`${r.method} ${r.pattern}: ${res.status}`);
     }
     expect(wrong).toEqual([]);
-  });
+  }, 120_000);
 
   it('gives each role exactly its permissions, and data only inside its subtree', async () => {
     const users = [...TEST_USERS, ...MORE_USERS];
@@ -159,5 +159,5 @@ describe('access matrix: every endpoint × every role × inside/outside the subt
     expect(new Set(users.map((u) => u.role))).toEqual(new Set(['desk', 'tech', 'author', 'admin']));
     expect(users.some((u) => !inScope(u.orgPath, SCHOOL_A) && u.role === 'admin')).toBe(true);
     expect(cells.length).toBe(users.length * stack.server.routes().length);
-  });
+  }, 120_000);
 });

@@ -36,7 +36,7 @@ describe('rules page in Chromium', () => {
     expect(bars).toEqual([[0.1, 3], [0.15, 2], [0.2, 1], [0.25, 0], [0.3, 0]]);
     expect(await page.$$eval('#backtest-chart rect.current', (els) => els.map((e) => e.getAttribute('data-value')))).toEqual(['0.15']);
     await screenshot(page, 'author-backtest');
-  });
+  }, 120_000);
 
   it('saves a threshold with a change note', async () => {
     await page.fill('input[name=param-threshold]', '0.2');
@@ -46,5 +46,5 @@ describe('rules page in Chromium', () => {
     await poll(() => page.textContent('#rule-versions')).toContain('误报偏多，阈值调至 0.2');
     expect(stack.alerting.rules().find((r) => r.id === 'smoke-sustained')!.params.threshold).toBe(0.2);
     await screenshot(page, 'author-saved');
-  });
+  }, 120_000);
 });

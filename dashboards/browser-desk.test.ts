@@ -31,7 +31,7 @@ describe('alarm console in Chromium', () => {
     await page.click('#login-submit');
     await poll(() => page.textContent('#login-error')).toContain('用户名或密码错误');
     await screenshot(page, 'login-refused');
-  });
+  }, 120_000);
 
   it('shows a staged alarm live, marked as a drill, and lets the desk acknowledge it', async () => {
     await loginAs(page, stack.server.url, 'desk', TEST_PASSWORD);
@@ -66,7 +66,7 @@ describe('alarm console in Chromium', () => {
     // the other school's desk saw nothing of it
     expect(await other.locator('article.alarm').count()).toBe(0);
     await screenshot(other, 'desk-other-school');
-  });
+  }, 120_000);
 
   it('resolves the alarm and filters by state', async () => {
     const card = page.locator('article.alarm.emergency');
@@ -77,13 +77,17 @@ describe('alarm console in Chromium', () => {
     await page.selectOption('#filter-state', 'resolved');
     await poll(() => page.locator('article.alarm.emergency .state-label').textContent()).toBe('已解除');
     await page.selectOption('#filter-state', 'open');
-  });
+  }, 120_000);
 
   it('switches to English', async () => {
     await page.selectOption('#lang', 'en');
     await poll(() => page.textContent('nav')).toContain('Alarms');
+    await poll(() => page.textContent('#live')).toBe('Live');
+    await stack.stage({ type: 'device.fault', device: 'smoke-1' });
+    await poll(() => page.textContent('#banner')).toContain('New alarm · Hazard');
+    expect(await page.textContent('#banner')).not.toMatch(/null|DRILL/);
     await poll(() => page.textContent('#page')).toContain('Hazard');
     await screenshot(page, 'desk-english');
     await page.selectOption('#lang', 'zh');
-  });
+  }, 120_000);
 });

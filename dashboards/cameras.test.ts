@@ -97,7 +97,7 @@ describe('camera live view', () => {
     await poll(() => { try { process.kill(pid, 0); return 'running'; } catch { return 'stopped'; } }, { timeout: 15_000 }).toBe('stopped');
     const audit = await stack.t.db.query<{ n: number }>("select count(*)::int as n from audit_log where action = 'camera.live' and username = 'desk'");
     expect(audit.rows[0]!.n).toBe(2);
-  });
+  }, 120_000);
 
   it('plays the live view in Chromium from the alarm card (JSMpeg, behind the login)', async () => {
     const browser = await launchBrowser();
@@ -120,5 +120,5 @@ describe('camera live view', () => {
     } finally {
       await browser.close();
     }
-  });
+  }, 120_000);
 });

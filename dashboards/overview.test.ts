@@ -44,7 +44,7 @@ describe('overview', () => {
     await q.login('qingdao');
     expect((await q.get('/api/overview?region=37/3701')).status).toBe(403);
     expect((await q.get('/api/overview')).body.regions.every((r: any) => r.emergency + r.hazard === 0)).toBe(true);
-  });
+  }, 120_000);
 
   it('exports accident statistics as CSV, audited', async () => {
     const city = new Client(stack.server.url);
@@ -64,7 +64,7 @@ describe('overview', () => {
     expect(a.rows[0]!.n).toBe(1);
     const bad = await city.get('/api/overview/accidents.csv?from=2026-13-01');
     expect(bad.status).toBe(400);
-  });
+  }, 120_000);
 
   it('shows the overview in Chromium and drills down to the school', async () => {
     const browser = await launchBrowser();
@@ -82,5 +82,5 @@ describe('overview', () => {
     } finally {
       await browser.close();
     }
-  });
+  }, 120_000);
 });

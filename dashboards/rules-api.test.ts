@@ -25,7 +25,7 @@ describe('rules API', () => {
     expect(r.body.points.map((p: any) => p.alerts)).toEqual([3, 2, 1, 0, 0]);
     expect(r.body.current).toBe(0.15);
     expect(r.body.records).toBeGreaterThan(1000);
-  });
+  }, 120_000);
 
   it('refuses a bad backtest with a message naming the problem', async () => {
     const author = new Client(stack.server.url);
@@ -36,7 +36,7 @@ describe('rules API', () => {
     const many = await author.post('/api/rules/smoke-sustained/backtest', { param: 'threshold', from: 0, to: 1, step: 0.001 });
     expect(many.status).toBe(400);
     expect((await author.post('/api/rules/no-such-rule/backtest', { param: 'x', from: 0, to: 1, step: 1 })).status).toBe(404);
-  });
+  }, 120_000);
 
   it('saves a threshold and an override with a note; versions keep author, note and diff; alerting reloads', async () => {
     const author = new Client(stack.server.url);
@@ -53,7 +53,7 @@ describe('rules API', () => {
     expect(v.body.versions[0]).toMatchObject({ version: 1, author: 'author', comment: '误报偏多，提高阈值' });
     expect(v.body.versions[0].diff).toMatch(/\+ .*threshold: 0.2/);
     expect(v.body.versions[0].source ?? '').not.toMatch(/password/);
-  });
+  }, 120_000);
 
   it('limits changes to the author scope and role', async () => {
     // a city-level author may only add overrides inside the city
@@ -75,5 +75,5 @@ describe('rules API', () => {
     await tech.login('tech');
     expect((await tech.get('/api/rules')).status).toBe(200);
     expect((await tech.post('/api/rules/smoke-sustained/backtest', { param: 'threshold', from: 0.1, to: 0.2, step: 0.05 })).status).toBe(403);
-  });
+  }, 120_000);
 });

@@ -25,6 +25,7 @@ export { discoverModbusUnits, type DiscoveredUnit } from './modbus/discover.ts';
 export { discoverOnvif, type DiscoveredCamera } from './onvif/discovery.ts';
 export { createOnvifDriver, parseOnvifUrl, type OnvifDriver, type CameraInfo } from './onvif/driver.ts';
 export { startOnvifSimulator, type OnvifSimulator, type OnvifSimulatorOptions, type HostileMode } from './onvif/simulator.ts';
+export { startTestPatternFeed, type VideoFeed } from './onvif/video-feed.ts';
 
 export interface CreateDriverOptions {
   /** use this profile instead of looking `spec.profile` up in the catalogue */

@@ -96,6 +96,8 @@ export const edgeConfigSchema = z
           .describe('SQLite synchronous level of the buffer: normal (fsync at checkpoints; seq reservations always fsynced) or full (fsync every write)'),
       })
       .default({ maxRecords: 5_000_000, replayPerSecond: 5000, synchronous: 'normal' }),
+    /** key of the keyed hash of visitor ID numbers (kiosks); the same key as the centre's watch-list */
+    idHashKey: z.string().min(16, 'at least 16 characters').optional().meta({ description: 'key for hashing visitor ID numbers at the kiosk driver (use XIAOAN_ID_HASH_KEY_FILE)', secret: true }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').describe('log level (JSON lines on stderr)'),
     scheduler: z
       .strictObject({

@@ -1,7 +1,7 @@
 // The edge gateway: registry → per-device runners → durable buffer → uplink, plus the device
 // broker for MQTT devices, downlink commands and the local HTTP API.
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   buildTopic,
   systemClock,
@@ -55,6 +55,10 @@ export interface GatewayRuntimeStatus {
   buffer: BufferStats;
   devices: { online: number; degraded: number; offline: number };
   bufferErrors: number;
+  /** when a buffer write last failed (disk full, I/O error): records are being lost */
+  lastBufferErrorAt: number | null;
+  /** a buffer write failed within the last minute */
+  bufferFailing: boolean;
   startedAt: number | null;
 }
 
@@ -94,12 +98,16 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   const getProfiles = async () => (profiles ??= await (await getKit()).loadProfiles());
 
   const registry = openRegistry(join(config.dataDir, 'registry.sqlite'), () => clock.now());
-  const buffer: RecordBuffer = openSqliteBuffer({
-    file: join(config.dataDir, 'buffer.sqlite'),
-    maxRecords: effectiveCap(config),
-    synchronous: config.buffer.synchronous,
-    clock,
-  });
+  // Opened on first use: the CLI enrols and tests devices through a gateway it never starts, and
+  // must not touch the buffer a running gateway holds.
+  let bufferHandle: RecordBuffer | null = null;
+  const buf = (): RecordBuffer =>
+    (bufferHandle ??= openSqliteBuffer({
+      file: join(config.dataDir, 'buffer.sqlite'),
+      maxRecords: effectiveCap(config),
+      synchronous: config.buffer.synchronous,
+      clock,
+    }));
 
   const topics = {
     readings: buildTopic({ county: config.county, gatewayId: config.gatewayId, channel: 'readings' }),
@@ -129,20 +137,24 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   }
   let startedAt: number | null = null;
   let bufferErrors = 0;
+  let lastBufferErrorAt: number | null = null;
   let watchTimer: unknown = null;
   let lastDataVersion = -1;
   let dropsUnreported = 0;
   let lastDropReport = 0;
   let dropTimer: unknown = null;
   const verifiedPasswords = new Map<string, string>();
+  /** device id → password of an MQTT device being tested before it is enrolled */
+  const pendingLogins = new Map<string, string>();
 
   // ---- buffer in, uplink out
   function emit(records: NewRecord[], opts?: { enforceCap?: boolean }): void {
     let r;
     try {
-      r = buffer.append(records, opts);
+      r = buf().append(records, opts);
     } catch (e) {
       bufferErrors++;
+      lastBufferErrorAt = clock.now();
       log.error('buffer write failed; records lost', { records: records.length, error: (e as Error).message });
       return;
     }
@@ -162,15 +174,20 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     const n = dropsUnreported;
     dropsUnreported = 0;
     lastDropReport = clock.now();
-    log.warn('buffer full: oldest routine readings dropped', { dropped: n, total: buffer.stats().dropped, maxRecords: effectiveCap(config) });
+    log.warn('buffer full: oldest routine readings dropped', { dropped: n, total: buf().stats().dropped, maxRecords: effectiveCap(config) });
     emit(
-      [{ kind: 'event', device: config.gatewayId, type: 'gateway.buffer_dropped', ts: clock.now(), priority: 'normal', data: { dropped: n, total: buffer.stats().dropped, maxRecords: effectiveCap(config) } }],
+      [{ kind: 'event', device: config.gatewayId, type: 'gateway.buffer_dropped', ts: clock.now(), priority: 'normal', data: { dropped: n, total: buf().stats().dropped, maxRecords: effectiveCap(config) } }],
       { enforceCap: false },
     );
   }
 
   // ---- devices
-  const driverCtx = () => ({ clock, log: log.child('driver'), ...(deviceBroker ? { deviceBroker: deviceBroker.handle } : {}) });
+  const driverCtx = () => ({
+    clock,
+    log: log.child('driver'),
+    ...(deviceBroker ? { deviceBroker: deviceBroker.handle } : {}),
+    ...(config.idHashKey ? { idHashKey: config.idHashKey } : {}),
+  });
   const specOf = (d: EnrolledDevice): DeviceSpec => ({
     id: d.id,
     profile: d.profile,
@@ -248,7 +265,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   }
 
   function birth(): GatewayStatus {
-    const st = buffer.stats();
+    const st = buf().stats();
     return {
       v: 1,
       gateway: config.gatewayId,
@@ -281,8 +298,10 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     } else {
       const v = validateEnrolment(input, await getProfiles());
       if (!v.device) throw new EnrolmentError(v.problems);
-      const { password: _pw, ...rest } = v.device;
+      const { password, ...rest } = v.device;
       spec = rest;
+      // an MQTT device not enrolled yet may log in with the credentials under test, for the test's length
+      if (password && hostOf(rest.url)) pendingLogins.set(hostOf(rest.url), password);
     }
     // A running device is tested through its own driver (a second Modbus connection may be refused).
     const running = runners.get(spec.id)?.runner.currentDriver;
@@ -319,6 +338,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
       return { ok: false, device: spec.id, health: driver?.health() ?? null, observations: [], message: `${(e as Error).message}${code ? ` (${code})` : ''}` };
     } finally {
       if (driver && !running) await driver.close().catch(() => {});
+      if (typeof input !== 'string') pendingLogins.delete(hostOf(spec.url));
     }
   }
 
@@ -370,6 +390,12 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
 
   /** MQTT devices log in with their device id (the url's host) and their enrolment password. */
   function authenticateDevice(username: string, password: string): string | null {
+    const pending = pendingLogins.get(username);
+    if (pending !== undefined) {
+      const want = Buffer.from(pending);
+      const got = Buffer.from(password);
+      if (want.length === got.length && timingSafeEqual(want, got)) return username;
+    }
     const d = registry.list().find((x) => x.url.startsWith('mqtt:') && (hostOf(x.url) === username || x.id === username));
     if (!d) return null;
     const fp = createHash('sha256').update(password).digest('hex');
@@ -457,7 +483,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
           inflight: config.uplink.inflight,
           maxRecordsPerSecond: config.buffer.replayPerSecond,
           topics,
-          buffer,
+          buffer: buf(),
           clock,
           log: log.child('uplink'),
           birth,
@@ -474,7 +500,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
         watchTimer = clock.setInterval(() => {
           if (registry.dataVersion() !== lastDataVersion) void reconcile().catch((e) => log.error('reconcile failed', { error: (e as Error).message }));
         }, 2000);
-        log.info('gateway started', { devices: runners.size, http: http.url, deviceBroker: deviceBroker?.port, seq: buffer.stats().lastSeq, depth: buffer.stats().depth });
+        log.info('gateway started', { devices: runners.size, http: http.url, deviceBroker: deviceBroker?.port, seq: buf().stats().lastSeq, depth: buf().stats().depth });
       } catch (e) {
         log.error('gateway failed to start', { error: (e as Error).message });
         await gw.stop().catch(() => {});
@@ -485,7 +511,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
       if (closed) return;
       closed = true;
       if (!running) {
-        buffer.close();
+        bufferHandle?.close();
         registry.close();
         return;
       }
@@ -500,13 +526,13 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
       http = null;
       uplink = null;
       deviceBroker = null;
-      buffer.close();
+      bufferHandle?.close();
       registry.close();
     },
     status() {
       const devices = { online: 0, degraded: 0, offline: 0 };
       for (const { runner } of runners.values()) devices[runner.health().state]++;
-      return { gatewayId: config.gatewayId, running, uplink: uplink?.stats() ?? null, buffer: buffer.stats(), devices, bufferErrors, startedAt };
+      return { gatewayId: config.gatewayId, running, uplink: uplink?.stats() ?? null, buffer: buf().stats(), devices, bufferErrors, lastBufferErrorAt, bufferFailing: lastBufferErrorAt !== null && clock.now() - lastBufferErrorAt < 60_000, startedAt };
     },
     listDevices: () => registry.list().map(deviceView),
     enrol,
@@ -532,7 +558,7 @@ function hostOf(url: string): string {
   return /^mqtt:\/\/([^/?#:@]+)/.exec(url)?.[1] ?? '';
 }
 
-/** Bytes a buffered record takes on disk, measured (bench/edge.ts) for typical readings. */
+/** Bytes a buffered record takes on disk: ~65 measured for a reading (200k readings); 100 leaves room for events. */
 export const BUFFER_BYTES_PER_RECORD = 100;
 
 function effectiveCap(config: EdgeConfig): number {

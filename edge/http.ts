@@ -81,9 +81,10 @@ export async function startEdgeHttp(o: { gateway: Gateway; host: string; port: n
 
     if (path === '/healthz' && method === 'GET') {
       const s = gw.status();
-      const failing = s.bufferErrors > 0 && !s.running;
-      return send(res, failing || !s.running ? 503 : 200, {
-        status: !s.running ? 'stopped' : s.uplink?.state === 'connected' ? 'ok' : 'degraded',
+      // losing records (the buffer cannot be written) is unhealthy; an uplink outage is not: that is what the buffer is for
+      const losing = s.bufferFailing;
+      return send(res, losing || !s.running ? 503 : 200, {
+        status: !s.running ? 'stopped' : losing ? 'failing' : s.uplink?.state === 'connected' ? 'ok' : 'degraded',
         uplink: s.uplink?.state ?? 'stopped',
         buffer: { depth: s.buffer.depth, oldestAgeMs: s.buffer.oldestAgeMs, dropped: s.buffer.dropped, lastSeq: s.buffer.lastSeq },
         devices: s.devices,

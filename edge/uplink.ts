@@ -225,9 +225,14 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
   client.on('reconnect', () => {
     if (!stopped) state = s.state = 'connecting';
   });
+  // during an outage every reconnect attempt fails the same way: log a repeated error once per 5 minutes
+  let lastLogged = { message: '', at: 0 };
   client.on('error', (e) => {
     s.lastError = e.message;
-    o.log.warn('uplink error', { error: e.message, code: (e as { code?: string | number }).code });
+    const now = o.clock.now();
+    if (e.message === lastLogged.message && now - lastLogged.at < 300_000) return;
+    lastLogged = { message: e.message, at: now };
+    o.log.warn('uplink error; retrying', { error: e.message, code: (e as { code?: string | number }).code, retryMs: o.reconnectMs, buffered: o.buffer.stats().depth });
   });
   client.on('message', (topic, payload) => {
     try {

@@ -39,6 +39,8 @@ export interface LaneOptions {
   password: string;
   protocolVersion: 4 | 5;
   clean: boolean;
+  /** MQTT 5 Session Expiry Interval when not clean (seconds) */
+  sessionExpirySeconds?: number;
   /** MQTT 5 Receive Maximum: how many unacknowledged messages the broker may send us */
   receiveMaximum: number;
   subscriptions: () => string[];
@@ -80,10 +82,10 @@ export class Lane {
       reconnectPeriod: o.reconnectPeriodMs ?? 1000,
       connectTimeout: 10_000,
       resubscribe: false,
-      keepalive: 30,
+      keepalive: 60,
       ...(o.tls ?? {}),
       ...(o.protocolVersion === 5
-        ? { properties: { receiveMaximum: o.receiveMaximum, sessionExpiryInterval: o.clean ? 0 : 3600 } }
+        ? { properties: { receiveMaximum: o.receiveMaximum, sessionExpiryInterval: o.clean ? 0 : (o.sessionExpirySeconds ?? 3600) } }
         : {}),
     };
     const client = mqtt.connect(o.url, options);

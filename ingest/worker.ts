@@ -521,9 +521,12 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       username: opts.username,
       password: opts.password,
       protocolVersion,
-      // A session is worth keeping only under a stable client id: a restarted worker then gets what
-      // the broker queued for it. A random id would leave orphan sessions collecting a share.
-      clean: !opts.clientId,
+      // Sessions persist so that a dropped connection (a keepalive timeout while the worker holds
+      // back, a broker restart) resumes with everything in flight redelivered. Under a stable client
+      // id the broker keeps the session an hour (a restarted worker gets what was queued for it);
+      // under a random one only a minute, so orphans of crashed workers do not collect a share for long.
+      clean: false,
+      sessionExpirySeconds: opts.clientId ? 3600 : 60,
       receiveMaximum,
       subscriptions: subs,
       onMessage,

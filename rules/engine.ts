@@ -468,19 +468,19 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
 
   function collect(site: string | undefined): EngineSnapshot {
     const out: EngineSnapshot = { v: 1, states: {}, seen: {} };
-      if (site === undefined) {
-        for (const [k, st] of states) out.states[k] = st;
-        for (const [k, v] of seen) out.seen[k] = v;
-      } else {
-        for (const k of bySite.get(site) ?? []) {
-          const st = states.get(k);
-          if (st) out.states[k] = st;
-        }
-        for (const k of seenBySite.get(site) ?? []) {
-          const v = seen.get(k);
-          if (v) out.seen[k] = v;
-        }
+    if (site === undefined) {
+      for (const [k, st] of states) out.states[k] = st;
+      for (const [k, v] of seen) out.seen[k] = v;
+    } else {
+      for (const k of bySite.get(site) ?? []) {
+        const st = states.get(k);
+        if (st) out.states[k] = st;
       }
+      for (const k of seenBySite.get(site) ?? []) {
+        const v = seen.get(k);
+        if (v) out.seen[k] = v;
+      }
+    }
     return out;
   }
 

@@ -1,6 +1,7 @@
 // In Chromium, on the demo wiring (aedes, PGlite, the edge gateway, an ingest worker): a
 // technician enrols a simulated Modbus temperature sensor from the devices page; the command
-// goes down to the gateway, the gateway polls the device, and the device shows up online.
+// goes down to the gateway (device.upsert), the gateway enrols it and lists it in its next birth,
+// and the device appears on the page; a CSV import does the same for many devices.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +35,7 @@ describe('technician in Chromium on the demo wiring', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 180_000);
 
-  it('enrols a device through the gateway and sees it online', async () => {
+  it('enrols a device through the gateway and sees it in the device list', async () => {
     await loginAs(page, demo.url, 'tech', PASSWORD);
     await page.click('nav a[data-page=devices]');
     await page.waitForSelector('#device-table tr[data-device="smoke-1"]');
@@ -52,7 +53,17 @@ describe('technician in Chromium on the demo wiring', () => {
     await page.waitForSelector('#device-table tr[data-device="temp-2"]', { timeout: 30_000 });
     expect(await page.textContent('#device-table tr[data-device="temp-2"]')).toContain('实验楼二层温湿度');
     await screenshot(page, 'tech-enrolled');
-  });
+  }, 120_000);
+
+  it('imports devices from CSV in bulk', async () => {
+    await page.fill('#import-csv', `id,profile,url,name,building,room\ntemp-3,temp-humidity-generic,${sim.url},三楼温湿度,实验楼,301\n`);
+    await page.click('#import-submit');
+    await poll(() => page.textContent('#devices-notice'), { timeout: 20_000 }).toMatch(/temp-3: ✓/);
+    await page.waitForSelector('#device-table tr[data-device="temp-3"]', { timeout: 30_000 });
+    await page.fill('#import-csv', 'id,profile\nx,y\n');
+    await page.click('#import-submit');
+    await poll(() => page.textContent('#devices-notice')).toMatch(/url.*(缺少必需列|required column)/s);
+  }, 120_000);
 
   it('shows the gateway refusal for a bad device, and the desk cannot manage devices', async () => {
     await page.fill('#enrol-id', 'bad-1');
@@ -68,5 +79,5 @@ describe('technician in Chromium on the demo wiring', () => {
     await desk.waitForSelector('#device-table');
     expect(await desk.$('#enrol-form')).toBeNull();
     await desk.close();
-  });
+  }, 120_000);
 });

@@ -26,15 +26,12 @@ describe('edge gateway killed mid-burst, into the database', () => {
   it('stores every accepted reading exactly once', async () => {
     store = await openStore('pglite:memory', { log: silentLogger });
     await store.seedOrgTree({ demo: true });
-    console.log('TT', Date.now() % 100000, 'await store.seedOrgTree({ demo: true });');
     broker = await startCentralBroker({ port: 0, host: '127.0.0.1', store, serviceAccounts: [{ username: 'ingest', password: 'ingest-password' }], log: silentLogger });
     worker = await createIngestWorker({ store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '37', listeners: [], log: silentLogger, clientId: 'edge-ingest-test' });
     await worker.start();
-    console.log('TT', Date.now() % 100000, 'await worker.start();');
     const setup = await gatewaySetup(broker.url);
     dirs.push(setup.dir);
     await store.registerGateway({ id: setup.gatewayId, county: COUNTY, orgPath: SITE, password: 'gw-password' });
-    console.log('TT', Date.now() % 100000, 'await store.registerGateway({ id: setup.gatewayId,');
     const db = store.db;
     const counts = async () =>
       (await db.query<{ n: number; seqs: number; vals: number }>(
@@ -49,27 +46,21 @@ describe('edge gateway killed mid-burst, into the database', () => {
     let killed = false;
     const burst = publishCounter(dev, 0, 50_000, acked, { window: 64, stop: () => killed });
     await until(() => acked.size >= 1000, '1000 readings accepted');
-    console.log('TT', Date.now() % 100000, "await until(() => acked.size >= 1000, '1000 readin");
     gw.child.kill('SIGKILL');
     await gw.exited;
-    console.log('TT', Date.now() % 100000, 'await gw.exited;');
     killed = true;
     dev.end(true);
     await burst;
-    console.log('TT', Date.now() % 100000, 'await burst;');
     const acceptedBeforeKill = acked.size;
 
     gw = await startGatewayProcess(setup);
     procs.push(gw);
     dev = await connectDevice(setup);
     await publishCounter(dev, 1_000_000, 1_000_300, acked, { window: 32 });
-    console.log('TT', Date.now() % 100000, 'await publishCounter(dev, 1_000_000, 1_000_300, ac');
     dev.end(true);
     await until(async () => (await counts()).vals >= acked.size, 'every accepted reading in the database', 45_000);
-    console.log('TT', Date.now() % 100000, 'await until(async () => (await counts()).vals >= a');
     // let any redelivery arrive, then count again
     await new Promise((r) => setTimeout(r, 1000));
-    console.log('TT', Date.now() % 100000, 'await new Promise((r) => setTimeout(r, 1000));');
     const c = await counts();
     expect(c.n).toBe(c.seqs); // one row per (gateway, seq)
     expect(c.n).toBe(c.vals); // and one per reading: nothing stored twice under two seqs

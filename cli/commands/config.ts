@@ -49,12 +49,25 @@ export const configCheck: Command = {
 export const configEnv: Command = {
   name: 'config env',
   summary: { zh: '列出配置项及其环境变量', en: 'list a tier\'s settings and their environment variables' },
-  usage: 'config env [edge|ingest|serve|demo] [--markdown]',
+  usage: 'config env [edge|ingest|serve|demo] [--markdown] [--write docs/configuration.md]\n\n' +
+    '  --write FILE replaces the table between <!-- settings-table:begin --> and <!-- settings-table:end --> in FILE.',
   async run(args, io) {
     const { flags, positional } = parseArgs(args, ['markdown']);
     const tiers = positional.length ? positional : [...TIERS];
     for (const t of tiers) {
       if (!(TIERS as readonly string[]).includes(t)) throw new UserError(`"${t}" is not a tier; use one of ${TIERS.join(', ')}`, 2);
+    }
+    if (typeof flags.write === 'string') {
+      const { readFile, writeFile } = await import('node:fs/promises');
+      const text = await readFile(flags.write, 'utf8').catch(() => {
+        throw new UserError(`cannot read ${flags.write}`);
+      });
+      const begin = text.indexOf(TABLE_BEGIN);
+      const end = text.indexOf(TABLE_END);
+      if (begin < 0 || end < begin) throw new UserError(`${flags.write} has no ${TABLE_BEGIN} … ${TABLE_END} markers`);
+      await writeFile(flags.write, text.slice(0, begin + TABLE_BEGIN.length) + '\n' + settingsMarkdown(tiers as Tier[]) + '\n' + text.slice(end));
+      io.err(`${flags.write}: settings table regenerated`);
+      return 0;
     }
     if (flags.markdown) {
       io.out(settingsMarkdown(tiers as Tier[]));
@@ -71,6 +84,9 @@ function describeDefault(s: Setting): string {
   if (s.default !== undefined) return JSON.stringify(s.default);
   return s.required ? 'required' : '—';
 }
+
+export const TABLE_BEGIN = '<!-- settings-table:begin -->';
+export const TABLE_END = '<!-- settings-table:end -->';
 
 /** The table in docs/configuration.md, generated from the schemas. */
 export function settingsMarkdown(tiers: readonly Tier[] = TIERS): string {

@@ -55,7 +55,11 @@ async function load() {
   render();
 }
 
+let liveOn = false;
+let lastCue = null;
+
 function setLive(on) {
+  liveOn = on;
   const el = document.getElementById('live');
   el.hidden = false;
   el.className = on ? 'live on' : 'live off';
@@ -93,10 +97,15 @@ function connect() {
 
 function cue(alert) {
   playAlarm(alert.category);
+  lastCue = alert;
+  showBanner(alert);
+}
+
+function showBanner(alert) {
   const banner = document.getElementById('banner');
   banner.hidden = false;
   banner.className = `banner ${alert.category}${alert.drill ? ' drill' : ''}`;
-  banner.replaceChildren(
+  fill(banner,
     h('strong', {}, `${t('alarms.new')} · ${t('category.' + alert.category)}`),
     alert.drill ? h('span', { class: 'badge drill' }, t('drill')) : null,
     ' ',
@@ -106,8 +115,12 @@ function cue(alert) {
     ' · ',
     alert.deviceId,
   );
+  if (alert !== lastCue) return;
   clearTimeout(bannerTimer);
-  bannerTimer = setTimeout(() => (banner.hidden = true), alert.category === 'emergency' ? 30000 : 10000);
+  bannerTimer = setTimeout(() => {
+    banner.hidden = true;
+    lastCue = null;
+  }, alert.category === 'emergency' ? 30000 : 10000);
 }
 
 function filters() {
@@ -238,10 +251,20 @@ export async function mount(el) {
 }
 export function rerender() {
   render();
+  setLive(liveOn);
+  if (lastCue && !document.getElementById('banner').hidden) {
+    const keep = lastCue;
+    lastCue = null; // re-draw the text without restarting its timer
+    showBanner(keep);
+    lastCue = keep;
+  }
 }
 export function unmount() {
   source?.close();
   source = null;
   root = null;
+  clearTimeout(bannerTimer);
+  lastCue = null;
+  document.getElementById('banner').hidden = true;
   document.getElementById('live').hidden = true;
 }

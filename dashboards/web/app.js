@@ -72,6 +72,7 @@ async function start() {
   langSel.addEventListener('change', async () => {
     setLang(langSel.value);
     applyStatic();
+    if (session.user) document.getElementById('who').textContent = `${session.user.displayName || session.user.username} · ${orgName(session.user.orgPath)}`;
     if (current?.mod?.rerender) current.mod.rerender();
   });
 

@@ -26,7 +26,10 @@ async function load() {
       api('GET', `/api/devices/trouble?${filter.site ? `site=${encodeURIComponent(filter.site)}` : ''}`),
       api('GET', '/api/gateways'),
     ]);
-    devices = d.devices;
+    // Trouble first: offline, degraded, unknown, then online; within that by site, building, id.
+    const rank = { offline: 0, degraded: 1, unknown: 2, online: 3 };
+    devices = d.devices.sort((a, b) => (rank[a.state] ?? 2) - (rank[b.state] ?? 2) || a.orgPath.localeCompare(b.orgPath)
+      || String(a.building ?? a.location ?? '').localeCompare(String(b.building ?? b.location ?? '')) || a.deviceId.localeCompare(b.deviceId));
     trouble = tr.counts;
     gateways = g.gateways;
   } catch (e) {

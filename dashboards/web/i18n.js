@@ -67,7 +67,7 @@ const TEXT = {
   'devices.remove': ['移除', 'Remove'],
   'devices.discover': ['发现摄像头', 'Discover cameras'],
   'devices.import': ['批量导入', 'Bulk import'],
-  'devices.importHint': ['每行一个设备：编号,型号,名称,地址,楼栋,房间', 'One device per line: id,profile,name,address,building,room'],
+  'devices.importHint': ['CSV，第一行为表头：id,profile,url,name,building,room（MQTT 设备另加 password）', 'CSV with a header line: id,profile,url,name,building,room (MQTT devices add password)'],
   'devices.address': ['地址', 'Address'],
   'devices.none': ['没有设备', 'No devices'],
   'devices.sent': ['已发送到网关', 'Sent to the gateway'],

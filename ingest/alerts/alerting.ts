@@ -298,6 +298,8 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
 
   // ---- applying transitions: alert rows, history, outbox, notify and site state in one transaction ----
   let failed: AlertTransition[] = [];
+  /** linkage runs after the alert is committed; stop() waits for them */
+  const linking = new Set<Promise<unknown>>();
   async function saveState(tx: Queryable, site: string, now: number) {
     await tx.query(
       `insert into rule_state (site, state, updated_at) values ($1, $2::jsonb, ${ts(3)})
@@ -351,7 +353,11 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
         for (const s of sites) dirtySites.delete(s);
         counters.transitions += transitions.length;
         for (const t of transitions) log.info(`alert ${t.kind}`, { rule: t.ruleId, device: `${t.gatewayId}/${t.deviceId}`, severity: t.severity, category: t.category, drill: t.drill });
-        for (const { row, t } of linkTodo) void linkage.run(row, t.actions).catch((e) => log.error('linkage failed', { error: e }));
+        for (const { row, t } of linkTodo) {
+          const run = linkage.run(row, t.actions).catch((e) => log.error('linkage failed', { error: e }));
+          linking.add(run);
+          void run.finally(() => linking.delete(run));
+        }
         kickDelivery();
         return;
       } catch (e) {
@@ -400,7 +406,8 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     async onGatewayStatus(status: GatewayStatus & { orgPath: string }) {
       // device list or states changed: look again now rather than at the next cache expiry
       deviceCache.delete(status.gateway);
-      if (status.state === 'offline') await enqueue('urgent', () => absenceCheck(true));
+      // offline: raise now; back online: clear now (the store applied the status before telling us)
+      await enqueue('urgent', () => absenceCheck(true));
     },
   };
 
@@ -635,6 +642,8 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       if (timer !== null) clock.clearInterval(timer);
       while (pumping) await pumping;
       if (ticking) await ticking.catch(() => {});
+      await delivery?.idle();
+      await Promise.all([...linking]);
       await saveDirtyStates();
       await book?.close();
     },

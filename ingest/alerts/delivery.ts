@@ -175,5 +175,10 @@ export function createDelivery(opts: { db: Db; clock: Clock; log: Logger; delive
     return stats.pending;
   }
 
-  return { deliverDue, pending, stats: () => ({ ...stats }) };
+  /** resolves when no delivery run is in progress */
+  async function idle(): Promise<void> {
+    while (running) await running.catch(() => 0);
+  }
+
+  return { deliverDue, pending, idle, stats: () => ({ ...stats }) };
 }

@@ -5,8 +5,8 @@
 -- (continuous aggregates cannot be created inside a transaction, which every migration is).
 -- Without it, readings is a natively range-partitioned table (one partition per day, created by the
 -- ingest ahead of the data, a default partition for clocks far off), with a BRIN index on ts, and
--- readings_1m / readings_1h are ordinary tables that the ingest keeps in the same statement as the
--- rows. The columns of the rollups are the same either way, so the queries are the same.
+-- readings_1m / readings_1h are ordinary tables that the ingest keeps (see 003_rollup_dirty.sql).
+-- The columns of the rollups are the same either way, so the queries are the same.
 --
 -- A unique index on a partitioned table must contain the partition key, so the dedup key is
 -- (gateway_id, seq, ts): a redelivered record carries the same ts as the first delivery.
