@@ -129,7 +129,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     let timer: unknown = null;
     await Promise.race([
       Promise.all([...runners.values()].map((r) => r.runner.ready)),
-      new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, 10_000))),
+      new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, 5_000))),
     ]);
     if (timer) clock.clearTimeout(timer);
     statesKnown = true;
@@ -494,7 +494,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
         });
         await reconcile();
         // The birth tells the centre each device's state: wait until it is known (first poll or
-        // message) rather than announce every device offline at start, at most 10 s.
+        // message) rather than announce every device offline at start, at most 5 s.
         void settleStates();
         // the CLI writes the registry file directly; pick its changes up
         watchTimer = clock.setInterval(() => {

@@ -6,7 +6,7 @@
 //   pglite:./data/pg                 PGlite in a directory
 //   pglite:memory                    PGlite in memory (tests)
 
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -134,6 +134,7 @@ async function openPostgres(url: string): Promise<Db> {
 }
 
 async function openPglite(dir: string | undefined): Promise<Db> {
+  if (dir) await mkdir(dir, { recursive: true });
   const lite = dir ? await PGlite.create(dir) : await PGlite.create();
   const db: Db = {
     engine: 'pglite',

@@ -14,6 +14,8 @@ export type { CentralBroker, CentralBrokerOptions, ServiceAccount } from './brok
 export { createIngestWorker, CommandTimeoutError } from './worker.ts';
 export type { IngestWorker, IngestWorkerOptions, IngestStats } from './worker.ts';
 export { classifyDbError } from './postgres/writer.ts';
+export { createInfluxSink, classifyInfluxError, parseInfluxUrl, InfluxWriteError } from './influx/sink.ts';
+export type { InfluxSink, InfluxSinkOptions, InfluxSinkStats, InfluxHealth } from './influx/sink.ts';
 export { hashSecret } from './secrets.ts';
 export { scopeOf, scopeSql, type Scope } from './scope.ts';
 export { openDb, migrate, type Db, type Queryable } from './db.ts';

@@ -66,7 +66,7 @@ describe('edge gateway killed mid-burst', () => {
     await publishCounter(dev, 1_000_000, 1_002_000, acked2, { window: 32 });
     expect(acked2.size).toBe(2000);
     step('burst 2 accepted');
-    await until(() => verifier!.statuses.at(-1)?.state === 'online', 'birth after restart', 15_000);
+    await until(() => verifier!.statuses.at(-1)?.state === 'online', 'birth after restart', 30_000);
     const everything = [...acceptedBeforeKill, ...acked2];
     await until(() => {
       const got = new Set(counterValues(verifier!));

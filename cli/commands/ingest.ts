@@ -41,10 +41,9 @@ export const ingest: Command = {
       if (flags['seed-org']) await store.seedOrgTree();
       const listeners: import('../../ingest/index.ts').BatchListener[] = [];
 
-      let influx: import('../../ingest/influx/sink.ts').InfluxSink | undefined;
+      let influx: import('../../ingest/index.ts').InfluxSink | undefined;
       if (config.influx) {
-        const { createInfluxSink } = await import('../../ingest/influx/sink.ts');
-        influx = await createInfluxSink({ url: config.influx.url, username: config.influx.username, password: config.influx.password, bufferMax: config.influx.bufferMax, log });
+        influx = await ing.createInfluxSink({ url: config.influx.url, username: config.influx.username, password: config.influx.password, bufferMax: config.influx.bufferMax, log });
         closers.push(() => influx!.close());
       }
 
@@ -132,7 +131,7 @@ function regionOrgPath(region: string): string {
 }
 
 /** Prometheus text exposition of a worker's stats. */
-export function ingestMetrics(s: import('../../ingest/index.ts').IngestStats, influx?: import('../../ingest/influx/sink.ts').InfluxSinkStats): string {
+export function ingestMetrics(s: import('../../ingest/index.ts').IngestStats, influx?: import('../../ingest/index.ts').InfluxSinkStats): string {
   const lines: string[] = [];
   const m = (name: string, help: string, type: 'counter' | 'gauge', values: Array<[Record<string, string>, number]>) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);

@@ -11,16 +11,31 @@ export const serve: Command = {
   name: 'serve',
   summary: { zh: '运行看板层（接口、实时告警台、页面）', en: 'run the dashboards tier (API, live alarm console, pages)' },
   usage:
-    'serve [--port N] [--host ADDR] [--database URL] [--rules DIR] [--cameras FILE]\n\n' +
+    'serve [--config FILE] [--port N] [--host ADDR] [--database URL] [--rules DIR] [--cameras FILE]\n\n' +
+    '--config FILE (or XIAOAN_SERVE_CONFIG): YAML with tier: serve — database {url, password}, http {port, host}, logLevel;\n' +
+    'XIAOAN_* variables override it (`xiaoan config env serve`); flags override both.\n' +
     '环境变量 Environment: PORT (8080), HOST (127.0.0.1), DATABASE_URL (pglite:./data/pg), XIAOAN_SECURE_COOKIES=1 behind HTTPS.\n' +
     '--cameras FILE: JSON {"gatewayId/deviceId": "rtsp://user:pass@camera/stream", …} for the live view (ffmpeg on this host).\n' +
     '账号用 `xiaoan user add` 创建 Create accounts with `xiaoan user add`.',
   async run(args, io) {
     const { flags } = parseArgs(args);
-    const port = Number(flags.port ?? io.env.PORT ?? 8080);
+    // A config file (deployments) or the environment; flags and the plain PORT/HOST/DATABASE_URL
+    // of a developer's shell override it.
+    const file = typeof flags.config === 'string' ? flags.config : io.env.XIAOAN_SERVE_CONFIG;
+    const fromFile = file || Object.keys(io.env).some((k) => k.startsWith('XIAOAN_DATABASE__') || k.startsWith('XIAOAN_HTTP__'));
+    let config: import('../config/serve.ts').ServeFileConfig | undefined;
+    if (fromFile) {
+      const cfgMod = await import('../config/index.ts');
+      config = file ? await cfgMod.loadConfig(file, 'serve', { env: io.env }) : cfgMod.configFromEnv('serve', io.env);
+    }
+    const port = Number(flags.port ?? io.env.PORT ?? config?.http.port ?? 8080);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port/PORT "${flags.port ?? io.env.PORT}" must be a port number 0–65535`);
-    const host = typeof flags.host === 'string' ? flags.host : io.env.HOST || '127.0.0.1';
-    const url = databaseUrl(flags, io.env);
+    const host = typeof flags.host === 'string' ? flags.host : io.env.HOST || config?.http.host || '127.0.0.1';
+    let url = databaseUrl(flags, io.env);
+    if (config && typeof flags.database !== 'string' && !io.env.DATABASE_URL) {
+      const { databaseConnectionUrl } = await import('../config/common.ts');
+      url = databaseConnectionUrl(config.database);
+    }
     const { createLogger } = await import('../../contract/index.ts');
     const { openStore } = await import('../../ingest/index.ts');
     const { createAlerting, loadLibrary } = await import('../../ingest/alerts/index.ts');
@@ -28,7 +43,7 @@ export const serve: Command = {
     const rulesLib = await import('../../rules/index.ts');
     const { loadProfiles } = await import('../../device-drivers/index.ts');
     const { systemClock } = await import('../../contract/index.ts');
-    const log = createLogger({ unit: 'serve' });
+    const log = createLogger({ unit: 'serve', ...(config?.logLevel ? { level: config.logLevel } : {}) });
     const store = await openStore(url, { log });
     const rules = await loadLibrary(...(typeof flags.rules === 'string' ? [flags.rules] : []));
     if (rules.errors.length) throw new UserError(`规则有误 rule errors:\n${rules.errors.map((e) => `  ${e.file} ${e.rule ?? ''} ${e.path}: ${e.message}`).join('\n')}`);
