@@ -63,6 +63,8 @@ interface DemoSecrets {
   devicePasswords: Record<string, string>;
   deliverySecret: string;
   cameraPassword: string;
+  /** key of the visitor-ID hash the kiosk driver uses for watch-list matching */
+  idHashKey: string;
 }
 
 const secret = () => randomBytes(12).toString('base64url');
@@ -83,6 +85,7 @@ async function loadSecrets(dataDir: string, password: string | undefined): Promi
     devicePasswords: kept.devicePasswords ?? { 'gate-1': secret(), 'kiosk-1': secret(), 'button-1': secret() },
     deliverySecret: kept.deliverySecret ?? secret(),
     cameraPassword: kept.cameraPassword ?? secret(),
+    idHashKey: kept.idHashKey ?? randomBytes(32).toString('base64url'),
   };
   await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   return { secrets, generated };
@@ -145,9 +148,16 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     // The simulated school: Modbus detectors on free ports, MQTT devices on the gateway's broker.
     const smokeProfile = (await getProfile('smoke-photoelectric-generic')) as ModbusProfile;
     const tempProfile = (await getProfile('temp-humidity-generic')) as ModbusProfile;
-    const smoke = await startModbusSimulator({ profile: smokeProfile, host: '127.0.0.1' });
+    const smoke = await startModbusSimulator({ profile: smokeProfile, host: '127.0.0.1', initial: { smoke_density: 0.02 } });
     stack.push(() => smoke.close());
-    const temp = await startModbusSimulator({ profile: tempProfile, host: '127.0.0.1' });
+    const temp = await startModbusSimulator({ profile: tempProfile, host: '127.0.0.1', initial: { temperature: 22.5, humidity: 45 } });
+    // A switch room warms and cools a little through the day, so the charts show a live trace.
+    const weather = setInterval(() => {
+      const t = Date.now() / 600_000;
+      temp.set('temperature', Math.round((22.5 + 2.5 * Math.sin(t)) * 10) / 10);
+      temp.set('humidity', Math.round(45 + 8 * Math.cos(t / 2)));
+    }, 30_000);
+    stack.push(async () => clearInterval(weather));
     stack.push(() => temp.close());
 
     const camera = await startOnvifSimulator({ host: '127.0.0.1', username: 'admin', password: secrets.cameraPassword, model: 'XA-Sim Dome' });
@@ -166,6 +176,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
       dataDir: join(dataDir, 'edge'),
       deviceBroker: { port: deviceBrokerPort, host: '127.0.0.1' },
       http: { port: 0, host: '127.0.0.1' },
+      idHashKey: secrets.idHashKey,
       devices: [
         { id: 'smoke-1', profile: smokeProfile.id, url: smoke.url, name: '教学楼一层烟感 Teaching block 1F smoke', building: '教学楼 Teaching block', room: '1F', intervalMs: 1000 },
         { id: 'temp-1', profile: tempProfile.id, url: temp.url, name: '配电室温湿度 Switch room temperature', building: '教学楼 Teaching block', room: 'B1', intervalMs: 5000 },
@@ -212,7 +223,6 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
         log.info('演练结束 drill over: smoke back to normal');
       }, holdMs);
     };
-    smoke.set('smoke_density', 0.02);
     const firstDrill = setTimeout(() => void stageDrill().catch((e) => log.error('drill failed', { error: e })), opts.drillAfterMs ?? 20_000);
     const every = opts.drillEveryMs ?? 15 * 60_000;
     const repeat = every > 0 ? setInterval(() => void stageDrill().catch((e) => log.error('drill failed', { error: e })), every) : undefined;

@@ -144,16 +144,18 @@ describe.each<Engine>(['pglite', 'postgres'])('demo end to end on %s', (engine) 
     const readings = await until('temperature readings', async () => {
       const r = await fetch(`${demo.url}/api/readings?device=temp-1&metric=temperature&from=${to - 600_000}&to=${to}`, { headers: { authorization: `Bearer ${tech}` } });
       expect(r.status).toBe(200);
-      const body = (await r.json()) as { points?: unknown[] };
-      return (body.points?.length ?? 0) > 0 && body;
+      const body = (await r.json()) as { readings: { points: Array<{ value: number }> } };
+      return body.readings.points.length > 0 && body.readings.points;
     });
-    expect(readings.points!.length).toBeGreaterThan(0);
+    // the simulator's switch room is at 20–25 °C: the register scale and sign came through
+    expect(readings[0]!.value).toBeGreaterThan(15);
+    expect(readings[0]!.value).toBeLessThan(30);
 
     // Another school's desk cannot read them.
     const other = await login(demo.url, 'desk2');
     const denied = await fetch(`${demo.url}/api/readings?device=temp-1&metric=temperature&from=${to - 600_000}&to=${to}`, { headers: { authorization: `Bearer ${other}` } });
-    const deniedBody = (await denied.json()) as { points?: unknown[] };
-    expect(denied.status === 404 || denied.status === 403 || (deniedBody.points ?? []).length === 0).toBe(true);
+    const deniedBody = (await denied.json()) as { readings?: { points: unknown[] } };
+    expect(denied.status === 404 || denied.status === 403 || (deniedBody.readings?.points ?? []).length === 0).toBe(true);
   }, 90_000);
 
   it('dead-letters bad uplink messages with a reason and keeps going', async () => {

@@ -252,6 +252,13 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     );
     drills = r.rows.map((d) => ({ orgPath: d.org_path, startsAt: Number(d.starts_at), endsAt: Number(d.ends_at) }));
   }
+  async function drillInDb(tx: Queryable, site: string, now: number): Promise<boolean> {
+    const r = await tx.query(
+      `select 1 from drills where starts_at <= ${ts(1)} and ends_at > ${ts(1)} and ($2 = org_path or $2 like org_path || '/%') limit 1`,
+      [now, site],
+    );
+    return r.rowCount > 0;
+  }
   const inDrill = (site: string, at = clock.now()) => drills.some((d) => d.startsAt <= at && at < d.endsAt && inScope(d.orgPath, site));
   await refreshDrills();
 
@@ -320,7 +327,8 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
         }
         return;
       }
-      const drill = t.drill || inDrill(t.orgPath);
+      // a drill started by another process (the dashboards) counts at once, not at our next tick
+      const drill = t.drill || inDrill(t.orgPath) || (await drillInDb(tx, t.orgPath, now));
       const row = await insertAlert(tx, { ...t, drill, raisedAt: t.at, escalateAfterMs: t.escalateAfterMs }, now);
       await recordStep(tx, row, { action: 'raised', actor, fromState: null, comment: null, detail: { value: t.value, eventType: t.eventType, reason: t.reason }, now, deliver: true });
       if (t.actions.length && t.category === 'emergency') linkTodo.push({ row, t });

@@ -8,3 +8,4 @@ export { RELEASE_POINT, type LinkageOptions } from './linkage.ts';
 export { loadRuleFiles, loadLibrary } from './rulefiles.ts';
 export { backtestOnHistory, formatBacktest, type BacktestRequest } from './backtest.ts';
 export { createRulebook, RuleChangeError, RULE_CHANNEL, type Rulebook, type RulebookOptions, type RuleVersion } from './rulebook.ts';
+export { grabStill, SnapshotError } from './snapshot.ts';
