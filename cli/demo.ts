@@ -16,7 +16,7 @@ import {
 } from '../device-drivers/index.ts';
 import { createGateway, parseEdgeConfig, type Gateway } from '../edge/index.ts';
 import { openStore, startCentralBroker, createIngestWorker, scopeOf, type Store, type IngestWorker, type CentralBroker } from '../ingest/index.ts';
-import { createAlerting, loadLibrary, startReferenceReceiver, type Alerting, type ReferenceReceiver } from '../ingest/alerts/index.ts';
+import { createAlerting, grabStill, loadLibrary, startReferenceReceiver, type Alerting, type ReferenceReceiver } from '../ingest/alerts/index.ts';
 import type { CommandSender } from '../ingest/index.ts';
 import { createDashboardServer, createRulesService, createCameraService, seedUser, type DashboardServer } from '../dashboards/index.ts';
 import * as rulesLib from '../rules/index.ts';
@@ -127,12 +127,15 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
       },
     };
     const ruleSet = await loadLibrary();
+    // The camera feed starts with the simulated school below; linkage asks for it only when an alarm fires.
+    let snapshotSource: string | null = null;
     const alerting = await createAlerting({
       db: store.db,
       rules: ruleSet,
       clock: systemClock,
       log,
       commands,
+      linkage: { snapshot: async (cam) => (cam.deviceId === 'cam-1' ? grabStill(snapshotSource) : null) },
       delivery: { hazardUrl: `${receiver.url}/hazard/alerts`, emergencyUrl: `${receiver.url}/emergency/alerts`, secret: secrets.deliverySecret },
     });
     stack.push(() => alerting.stop());
@@ -164,6 +167,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     stack.push(() => camera.close());
     const feed = await startTestPatternFeed({ host: '127.0.0.1' });
     stack.push(() => feed.close());
+    snapshotSource = feed.url;
     const cameraUrl = camera.url; // onvif://admin:PASSWORD@127.0.0.1:PORT
 
     const deviceBrokerPort = await freePort();

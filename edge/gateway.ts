@@ -283,6 +283,8 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
           lastSeen: v.lastSeen && v.lastSeen >= 946_684_800_000 ? v.lastSeen : null,
           ...(v.expectedIntervalMs ? { expectedIntervalMs: v.expectedIntervalMs } : {}),
           ...(loc ? { location: loc.slice(0, 200) } : {}),
+          ...(d.building ? { building: d.building.slice(0, 100) } : {}),
+          ...(d.room ? { room: d.room.slice(0, 100) } : {}),
         };
       }),
       buffer: { depth: st.depth, dropped: st.dropped },

@@ -138,7 +138,9 @@ describe.each<Engine>(['pglite', 'postgres'])('demo end to end on %s', (engine) 
       const list = Array.isArray(body) ? body : body.devices ?? [];
       return list.some((d) => (d.deviceId ?? d.id) === 'temp-1' && d.state === 'online') && list;
     });
-    expect(devices.map((d) => d.deviceId ?? d.id)).toEqual(expect.arrayContaining(['smoke-1', 'temp-1', 'gate-1', 'kiosk-1']));
+    expect(devices.map((d) => d.deviceId ?? d.id)).toEqual(expect.arrayContaining(['smoke-1', 'temp-1', 'gate-1', 'kiosk-1', 'cam-1']));
+    // where a device is reaches the centre: the desk filters by building, linkage releases a building's gates
+    expect(devices.find((d) => d.deviceId === 'smoke-1')).toMatchObject({ building: '教学楼 Teaching block', room: '1F' });
 
     const to = Date.now() + 1000;
     const readings = await until('temperature readings', async () => {

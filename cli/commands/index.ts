@@ -8,4 +8,13 @@ import { ingest } from './ingest.ts';
 import { rulesCheck, rulesBacktest } from './rules.ts';
 import { deviceProfiles, deviceRead, deviceDiscover } from './device-read.ts';
 
-export const commands: Command[] = [demo, configCheck, configEnv, edge, deviceAdd, deviceList, deviceTest, deviceRemove, deviceImport, serve, userAdd, ingest, rulesCheck, rulesBacktest, deviceProfiles, deviceRead, deviceDiscover];
+export const commands: Command[] = [
+  // tiers
+  demo, edge, ingest, serve,
+  // technicians
+  deviceProfiles, deviceRead, deviceDiscover, deviceAdd, deviceList, deviceTest, deviceRemove, deviceImport,
+  // rule authors
+  rulesCheck, rulesBacktest,
+  // operators
+  userAdd, configCheck, configEnv,
+];

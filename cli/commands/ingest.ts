@@ -82,6 +82,8 @@ export const ingest: Command = {
         if (d && !delivery) log.warn('delivery needs hazardUrl, emergencyUrl and secret; alerts are kept but not delivered (告警暂不推送)');
         const alerting = await alerts.createAlerting({
           db: store.db, rules, log, commands: worker.commands, region: regionOrgPath(region),
+          // change control: versions saved from the rules page or edits to these folders reload here too
+          rulebook: { dirs: config.rules.dirs.filter((d) => d !== 'rules/library'), watch: true },
           ...(delivery ? { delivery } : {}),
         });
         listeners.push(alerting.listener);
