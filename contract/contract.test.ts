@@ -114,3 +114,21 @@ describe('log redaction', async () => {
     expect(JSON.parse(lines[0]!).unit).toBe('kiosk');
   });
 });
+
+describe('secrets', async () => {
+  const { hashSecret, verifySecret, hashSecretSync, verifySecretSync, verifyNothing } = await import('./secrets.ts');
+  it('hashes once, verifies in both the async and the sync form, never keeps the clear secret', async () => {
+    const h = await hashSecret('gate-secret-1');
+    expect(h).toMatch(/^scrypt\$16384\$8\$1\$/);
+    expect(h).not.toContain('gate-secret-1');
+    expect(await verifySecret('gate-secret-1', h)).toBe(true);
+    expect(await verifySecret('gate-secret-2', h)).toBe(false);
+    expect(verifySecretSync('gate-secret-1', h)).toBe(true);
+    expect(await verifySecret('x', hashSecretSync('x'))).toBe(true);
+    expect(await verifyNothing('anything')).toBe(false);
+  });
+  it('refuses malformed or hostile stored hashes instead of burning memory on them', async () => {
+    expect(await verifySecret('x', 'garbage')).toBe(false);
+    expect(await verifySecret('x', 'scrypt$1048576$8$1$AAAA$AAAAAAAAAAAAAAAAAAAAAA')).toBe(false);
+  });
+});

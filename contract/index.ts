@@ -4,3 +4,4 @@ export * from './topics.ts';
 export * from './messages.ts';
 export * from './privacy.ts';
 export * from './runtime.ts';
+export * from './secrets.ts';

@@ -1,13 +1,12 @@
 // Users, passwords and sessions for the dashboards.
 //
-// Passwords: scrypt (N=16384, r=8, p=1, 64-byte key, 16-byte salt), stored as
-// `scrypt$N$r$p$salt$hash` (base64url), compared in constant time.
+// Passwords: scrypt in the platform's one format (contract/secrets.ts), compared in constant time.
 // Sessions: a random 32-byte token handed to the browser (HttpOnly cookie) and to API clients
 // (bearer); the database keeps only its SHA-256, so the sessions table cannot be replayed.
 // Each session also has a CSRF token that a cookie-authenticated mutation must echo in a header.
 
-import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
-import { parseOrgPath, type Clock } from '../contract/index.ts';
+import { createHash, randomBytes } from 'node:crypto';
+import { hashSecret, parseOrgPath, verifyNothing, verifySecret, type Clock } from '../contract/index.ts';
 import type { Db, Queryable } from '../ingest/db.ts';
 
 export const ROLES = ['desk', 'tech', 'author', 'admin'] as const;
@@ -26,31 +25,9 @@ export interface Session {
   expiresAt: number;
 }
 
-const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 64 };
-
-function scrypt(password: string, salt: Buffer, N: number, r: number, p: number, keylen: number): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    scryptCb(password, salt, keylen, { N, r, p, maxmem: 64 * 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
-  );
-}
-
-export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
-  const key = await scrypt(password, salt, SCRYPT.N, SCRYPT.r, SCRYPT.p, SCRYPT.keylen);
-  return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64url'), key.toString('base64url')].join('$');
-}
-
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
-  const parts = stored.split('$');
-  if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
-  const [, n, r, p, saltB64, keyB64] = parts as [string, string, string, string, string, string];
-  const expected = Buffer.from(keyB64, 'base64url');
-  const key = await scrypt(password, Buffer.from(saltB64, 'base64url'), Number(n), Number(r), Number(p), expected.length);
-  return key.length === expected.length && timingSafeEqual(key, expected);
-}
-
-// A hash of a password nobody has, so an unknown user costs the same time as a wrong password.
-let dummyHash: Promise<string> | undefined;
+// Passwords use the platform's one secret format (contract/secrets.ts).
+export const hashPassword = hashSecret;
+export const verifyPassword = verifySecret;
 
 export class UserInputError extends Error {
   constructor(message: string, readonly field: string) {
@@ -113,8 +90,7 @@ export function createSessionStore(db: Db, clock: Clock, ttlMs = 12 * 3600_000):
       );
       const row = r.rows[0];
       if (!row) {
-        dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
-        await verifyPassword(password, await dummyHash);
+        await verifyNothing(password); // an unknown user costs the same time as a wrong password
         return null;
       }
       const ok = await verifyPassword(password, row.password_hash);

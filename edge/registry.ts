@@ -4,7 +4,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { hashSecretSync, verifySecretSync } from '../contract/index.ts';
 import { deviceSpecSchema, type DeviceEnrolment } from './config.ts';
 import { URL_SCHEMES, type ProfileInfo } from './drivers.ts';
 import type { DeviceSpec } from '../device-drivers/types.ts';
@@ -63,18 +63,9 @@ export interface Registry {
   close(): void;
 }
 
-export function hashPassword(password: string): string {
-  const salt = randomBytes(16);
-  return `scrypt$${salt.toString('base64')}$${scryptSync(password, salt, 32).toString('base64')}`;
-}
-
-function checkPassword(stored: string, password: string): boolean {
-  const [alg, salt, hash] = stored.split('$');
-  if (alg !== 'scrypt' || !salt || !hash) return false;
-  const want = Buffer.from(hash, 'base64');
-  const got = scryptSync(password, Buffer.from(salt, 'base64'), want.length);
-  return timingSafeEqual(want, got);
-}
+/** MQTT device passwords: only the hash is kept (contract/secrets.ts). */
+export const hashPassword = hashSecretSync;
+const checkPassword = (stored: string, password: string): boolean => verifySecretSync(password, stored);
 
 interface DeviceRow {
   id: string;
