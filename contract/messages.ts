@@ -128,14 +128,63 @@ export const commandSchema = z.discriminatedUnion('kind', [
     issuedBy: z.string().max(128),
     issuedAt: timestampSchema,
   }),
+  /** stop polling an enrolled device and delete it from the gateway's registry */
+  z.strictObject({
+    v: z.literal(1),
+    id: z.string().min(1).max(64),
+    kind: z.literal('device.remove'),
+    device: deviceIdSchema,
+    issuedBy: z.string().max(128),
+    issuedAt: timestampSchema,
+  }),
+  /**
+   * live test, nothing saved: `device` (an enrolled device's id) or `spec` (an unsaved enrolment,
+   * same fields as device.upsert) — exactly one. The result's `data` holds the test's outcome.
+   */
+  z
+    .strictObject({
+      v: z.literal(1),
+      id: z.string().min(1).max(64),
+      kind: z.literal('device.test'),
+      device: deviceIdSchema.optional(),
+      spec: z.record(z.string(), z.unknown()).optional(),
+      issuedBy: z.string().max(128),
+      issuedAt: timestampSchema,
+    })
+    .refine((c) => (c.device === undefined) !== (c.spec === undefined), { message: 'device.test takes exactly one of device (an enrolled id) or spec (an unsaved device)', path: ['device'] }),
+  /**
+   * look for devices on the school's network: ONVIF cameras by WS-Discovery (target: optional
+   * HOST[:PORT] to probe by unicast, else the multicast group), Modbus units on a port (target: a
+   * modbus-tcp:// or modbus-rtu:// URL, required; units: which unit ids to ask). timeoutMs bounds
+   * the whole search. The result's `data.found` lists what answered.
+   */
+  z.strictObject({
+    v: z.literal(1),
+    id: z.string().min(1).max(64),
+    kind: z.literal('device.discover'),
+    protocol: z.enum(['onvif', 'modbus']),
+    target: z.string().min(1).max(512).optional(),
+    units: z.array(z.number().int().min(0).max(255)).min(1).max(256).optional(),
+    timeoutMs: z.number().int().min(100).max(120_000).optional(),
+    issuedBy: z.string().max(128),
+    issuedAt: timestampSchema,
+  }),
 ]);
 export type Command = z.infer<typeof commandSchema>;
+
+/** Upper bound of a command result's `data` as JSON text (keeps a result far below the broker's packet limit). */
+export const MAX_COMMAND_DATA = 256 * 1024;
 
 export const commandResultSchema = z.strictObject({
   v: z.literal(1),
   id: z.string().min(1).max(64),
   ok: z.boolean(),
   message: z.string().max(1000).optional(),
+  /** what a command observed (device.test: the test result; device.discover: what was found); never secrets */
+  data: z
+    .record(z.string(), z.unknown())
+    .refine((d) => JSON.stringify(d).length <= MAX_COMMAND_DATA, { message: `data: at most ${MAX_COMMAND_DATA} characters of JSON` })
+    .optional(),
   ts: timestampSchema,
 });
 export type CommandResult = z.infer<typeof commandResultSchema>;

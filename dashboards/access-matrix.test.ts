@@ -75,7 +75,7 @@ describe('access matrix: every endpoint × every role × inside/outside the subt
       // no command channel in this stack: 503 proves the request got past scope to the sender
       'POST /api/gateways/:gatewayId/devices': { path: `/api/gateways/${A}/devices`, body: { device: { id: 'x-1', profile: 'temp-humidity-generic', url: 'modbus-tcp://127.0.0.1:1502?unit=1' } }, inside: [503], outside: [404] },
       'POST /api/gateways/:gatewayId/import': { path: `/api/gateways/${A}/import`, body: { csv: 'id,profile,url\nx-2,temp-humidity-generic,modbus-tcp://127.0.0.1:1502' }, inside: [503, 200], outside: [404] },
-      'POST /api/gateways/:gatewayId/devices/:deviceId/test': { path: `/api/gateways/${A}/devices/smoke-1/test`, inside: [200], outside: [404] },
+      'POST /api/gateways/:gatewayId/devices/:deviceId/test': { path: `/api/gateways/${A}/devices/smoke-1/test`, inside: [503], outside: [404] },
       'POST /api/gateways/:gatewayId/devices/:deviceId/remove': { path: `/api/gateways/${A}/devices/smoke-1/remove`, inside: [503], outside: [404] },
       'POST /api/gateways/:gatewayId/discover': { path: `/api/gateways/${A}/discover`, inside: [503], outside: [404] },
       'GET /api/rules': { path: '/api/rules', inside: [200], outside: [200] },

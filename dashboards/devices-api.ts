@@ -171,39 +171,58 @@ export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<
     sendJson(ctx.res, 200, { results });
   });
 
+  /** 422 with the gateway's own (zh + en) reason when it refused or failed a command. */
+  function refused(ctx: RequestContext, result: CommandResult, what: { zh: string; en: string }) {
+    sendJson(ctx.res, 422, {
+      result,
+      error: { code: 'gateway_refused', message: { zh: `网关未能${what.zh}：${result.message ?? ''}`, en: `the gateway could not ${what.en}: ${result.message ?? ''}` } },
+    });
+  }
+
+  function checkDeviceId(deviceId: string) {
+    if (!deviceIdSchema.safeParse(deviceId).success) throw badRequest('bad_device', `"${deviceId}" 不是设备编号`, `"${deviceId}" is not a device id`);
+  }
+
+  // Live test on the gateway (device.test): the device is read now, nothing is saved. A test that
+  // ran answers 200 with its verdict, health and observations; a refused command answers 422.
   api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/test', 'devices.manage', async (ctx, { gatewayId, deviceId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
-    if (supportedCommandKinds().includes('device.test')) {
-      const result = await send(ctx, gw.id, { kind: 'device.test', device: deviceId });
-      sendJson(ctx.res, 200, { result });
-      return;
-    }
-    // Without a test command on the wire: report what the centre knows (state, last seen, newest values).
-    const [device] = (await store.queries.listDevices(ctx.principal.scope, { gatewayId: gw.id, deviceId })) as { state: string; lastSeen: number | null; expectedIntervalMs: number | null }[];
-    if (!device) throw new ApiError(404, 'no_such_device', { zh: `设备 ${deviceId} 不存在`, en: `device ${deviceId} does not exist` });
-    const latest = ((await store.queries.latest?.(ctx.principal.scope, { gatewayId: gw.id, device: deviceId })) ?? []) as { metric: string; ts: number; value: number }[];
-    const now = api.clock.now();
-    const fresh = device.lastSeen !== null && now - device.lastSeen < Math.max(3 * (device.expectedIntervalMs ?? 60_000), 60_000);
-    sendJson(ctx.res, 200, {
-      result: {
-        ok: device.state === 'online' && fresh,
-        message: fresh ? `状态 ${device.state}，最近上报 ${Math.round((now - device.lastSeen!) / 1000)} 秒前 / state ${device.state}, last report ${Math.round((now - device.lastSeen!) / 1000)} s ago` : `长时间未上报 / no recent report (state ${device.state})`,
-        latest,
-      },
-    });
+    checkDeviceId(deviceId!);
+    const result = await send(ctx, gw.id, { kind: 'device.test', device: deviceId }, 20_000);
+    await audit(api, ctx, 'device.test', `${gw.id}/${deviceId}`, gw.orgPath, { ok: result.ok });
+    if (!result.data) return refused(ctx, result, { zh: '测试设备', en: 'test the device' });
+    const d = result.data as { health?: unknown; observations?: unknown[] };
+    sendJson(ctx.res, 200, { result: { ok: result.ok, message: result.message, health: d.health ?? null, observations: d.observations ?? [] } });
   });
 
   api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/remove', 'devices.manage', async (ctx, { gatewayId, deviceId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
+    checkDeviceId(deviceId!);
     const result = await send(ctx, gw.id, { kind: 'device.remove', device: deviceId });
     await audit(api, ctx, 'device.remove', `${gw.id}/${deviceId}`, gw.orgPath, { ok: result.ok });
+    if (!result.ok) return refused(ctx, result, { zh: `移除设备 ${deviceId}`, en: `remove device ${deviceId}` });
     sendJson(ctx.res, 200, { result });
   });
 
+  // Discovery on the school's network: ONVIF cameras (WS-Discovery; target = HOST[:PORT] for a
+  // unicast probe) or the Modbus units answering on a port (target = modbus-tcp:// or modbus-rtu:// url).
   api.route('POST', '/api/gateways/:gatewayId/discover', 'devices.manage', async (ctx, { gatewayId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
-    const result = await send(ctx, gw.id, { kind: 'device.discover', protocol: 'onvif' }, 30_000);
-    sendJson(ctx.res, 200, { result });
+    const body = await readJson(ctx.req);
+    const protocol = body.protocol ?? 'onvif';
+    if (protocol !== 'onvif' && protocol !== 'modbus') throw badRequest('bad_discover', 'protocol 须为 onvif 或 modbus', 'protocol must be onvif or modbus');
+    const target = typeof body.target === 'string' && body.target.trim() ? body.target.trim() : undefined;
+    if (protocol === 'modbus' && !target) {
+      throw badRequest('bad_discover', 'Modbus 搜索需要端口地址，如 modbus-tcp://192.168.1.20:502 或 modbus-rtu:///dev/ttyUSB0?baud=9600', 'Modbus discovery needs a port: modbus-tcp://HOST:PORT or modbus-rtu:///dev/ttyUSB0?baud=9600');
+    }
+    const timeoutMs = typeof body.timeoutMs === 'number' ? body.timeoutMs : protocol === 'onvif' ? 3000 : 20_000;
+    const cmd: Record<string, unknown> = { kind: 'device.discover', protocol, timeoutMs, ...(target ? { target } : {}), ...(Array.isArray(body.units) ? { units: body.units } : {}) };
+    // the gateway searches for timeoutMs; its answer gets 10 s more to come back
+    const result = await send(ctx, gw.id, cmd, Math.min(timeoutMs, 120_000) + 10_000);
+    await audit(api, ctx, 'device.discover', gw.id, gw.orgPath, { ok: result.ok, protocol });
+    if (!result.ok) return refused(ctx, result, { zh: '搜索设备', en: 'search for devices' });
+    const found = ((result.data as { found?: unknown[] } | undefined)?.found ?? []) as unknown[];
+    sendJson(ctx.res, 200, { result: { ok: true, message: result.message, protocol, found } });
   });
 
   return [];

@@ -3,14 +3,21 @@
 // own checks: schema, topic kind = payload kind, kinds allowed by config, freshness (issuedAt),
 // replay (an id is handled once). Every command, accepted or refused, is audited in the
 // registry file and answered on `cmd-result`.
-import { commandSchema, parsePayload, type Clock, type Command, type CommandResult, type Logger } from '../contract/index.ts';
+import { commandSchema, MAX_COMMAND_DATA, parsePayload, type Clock, type Command, type CommandResult, type Logger } from '../contract/index.ts';
 import type { Registry } from './registry.ts';
 
 export interface CommandTarget {
   upsertDevice(input: unknown, source: string): Promise<{ ok: boolean; message: string }>;
   writeDevice(device: string, point: string, value: number | boolean | string): Promise<void>;
   rebirth(): Promise<void>;
+  /** false when no such device is enrolled */
+  removeDevice(id: string): Promise<boolean>;
+  /** live test of an enrolled device (id) or an unsaved spec; throws EnrolmentError for a bad spec */
+  testDevice(input: string | Record<string, unknown>): Promise<{ ok: boolean; message: string; data: Record<string, unknown> }>;
+  discover(q: DiscoverQuery): Promise<{ message: string; data: Record<string, unknown> }>;
 }
+
+export type DiscoverQuery = Extract<Command, { kind: 'device.discover' }>;
 
 export interface CommandHandlerOptions {
   allow: string[];
@@ -61,6 +68,7 @@ export function createCommandHandler(o: CommandHandlerOptions) {
 
     let ok = true;
     let message = 'ok';
+    let data: Record<string, unknown> | undefined;
     try {
       if (cmd.kind === 'device.upsert') {
         const r = await o.target.upsertDevice(cmd.device, `command:${cmd.issuedBy}`);
@@ -69,6 +77,18 @@ export function createCommandHandler(o: CommandHandlerOptions) {
       } else if (cmd.kind === 'device.write') {
         await o.target.writeDevice(cmd.device, cmd.point, cmd.value);
         message = `已写入 wrote ${cmd.point} on ${cmd.device}`;
+      } else if (cmd.kind === 'device.remove') {
+        ok = await o.target.removeDevice(cmd.device);
+        message = ok ? `已删除 removed ${cmd.device}` : `未登记的设备 device "${cmd.device}" is not enrolled on this gateway`;
+      } else if (cmd.kind === 'device.test') {
+        const r = await o.target.testDevice(cmd.device ?? cmd.spec!);
+        ok = r.ok;
+        message = r.message;
+        data = r.data;
+      } else if (cmd.kind === 'device.discover') {
+        const r = await o.target.discover(cmd);
+        message = r.message;
+        data = r.data;
       } else {
         await o.target.rebirth();
         message = '已重发上线消息 birth published';
@@ -78,10 +98,14 @@ export function createCommandHandler(o: CommandHandlerOptions) {
       const code = (e as { code?: string }).code;
       message = `${(e as Error).message}${code ? ` (${code}${(e as { retryable?: boolean }).retryable ? ', retryable' : ''})` : ''}`;
     }
+    // nothing the centre sees carries a device password, however a driver worded its error
+    const secrets = secretsOf(cmd);
+    message = scrubSecrets(message, secrets);
+    if (data) data = fitData(scrubSecrets(data, secrets));
     bump(ok ? counters.accepted : counters.failed, cmd.kind);
     o.registry.audit({ id: cmd.id, kind: cmd.kind, issuedBy: cmd.issuedBy, issuedAt: cmd.issuedAt, receivedAt, ok, message, detail: detailOf(cmd) });
     o.log.info('command handled', { id: cmd.id, kind: cmd.kind, issuedBy: cmd.issuedBy, ok });
-    return answer({ v: 1, id: cmd.id, ok, message: message.slice(0, 1000), ts: o.clock.now() });
+    return answer({ v: 1, id: cmd.id, ok, message: message.slice(0, 1000), ...(data ? { data } : {}), ts: o.clock.now() });
   }
 
   async function answer(r: CommandResult): Promise<CommandResult> {
@@ -101,12 +125,77 @@ function safeId(payload: Buffer): string | null {
   }
 }
 
-/** What the audit keeps of a command: never a device password. */
+/** What the audit keeps of a command: never a device password (field or in the url). */
 function detailOf(cmd: Command): unknown {
   if (cmd.kind === 'device.write') return { device: cmd.device, point: cmd.point, value: cmd.value };
-  if (cmd.kind === 'device.upsert') {
-    const { password: _pw, ...rest } = cmd.device as Record<string, unknown>;
-    return { device: rest };
+  if (cmd.kind === 'device.upsert') return { device: publicSpec(cmd.device) };
+  if (cmd.kind === 'device.remove') return { device: cmd.device };
+  if (cmd.kind === 'device.test') return cmd.device !== undefined ? { device: cmd.device } : { spec: publicSpec(cmd.spec!) };
+  if (cmd.kind === 'device.discover') {
+    return { protocol: cmd.protocol, ...(cmd.target ? { target: stripUrlPassword(cmd.target) } : {}), ...(cmd.units ? { units: cmd.units.length } : {}) };
   }
   return undefined;
+}
+
+/** A device spec without its password, and with any `user:password@` in its url reduced to `user:***@`. */
+export function publicSpec(spec: Record<string, unknown>): Record<string, unknown> {
+  const { password: _pw, ...rest } = spec;
+  if (typeof rest.url === 'string') rest.url = stripUrlPassword(rest.url);
+  return rest;
+}
+
+/** `scheme://user:secret@host` → `scheme://user:***@host` (anywhere in a text). */
+export function stripUrlPassword(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*):[^\s@/]*@/gi, '$1:***@');
+}
+
+/** The secrets a command carries: a spec's password and the password in its url. */
+function secretsOf(cmd: Command): string[] {
+  const spec = cmd.kind === 'device.test' ? cmd.spec : cmd.kind === 'device.upsert' ? cmd.device : undefined;
+  if (!spec) return [];
+  const out: string[] = [];
+  if (typeof spec.password === 'string' && spec.password) out.push(spec.password);
+  if (typeof spec.url === 'string') {
+    const m = /^[a-z][a-z0-9+.-]*:\/\/[^\s:/@]*:([^\s@/]+)@/i.exec(spec.url);
+    if (m) {
+      out.push(m[1]!);
+      try {
+        out.push(decodeURIComponent(m[1]!));
+      } catch {
+        /* not percent-encoded */
+      }
+    }
+  }
+  // a one- or two-character "password" would blank out ordinary text; such a spec is refused anyway
+  return [...new Set(out)].filter((x) => x.length >= 3);
+}
+
+/** Every string in a value with url passwords masked and the given secrets replaced by ***. */
+export function scrubSecrets<T>(value: T, secrets: string[]): T {
+  const scrub = (v: unknown): unknown => {
+    if (typeof v === 'string') {
+      let s = stripUrlPassword(v);
+      for (const x of secrets) s = s.split(x).join('***');
+      return s;
+    }
+    if (Array.isArray(v)) return v.map(scrub);
+    if (v && typeof v === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) if (k !== 'password') out[k] = scrub(x);
+      return out;
+    }
+    return v;
+  };
+  return scrub(value) as T;
+}
+
+/** Keeps a result's data under the contract's size limit: long lists are cut and marked truncated. */
+function fitData(data: Record<string, unknown>): Record<string, unknown> {
+  if (JSON.stringify(data).length <= MAX_COMMAND_DATA) return data;
+  const out: Record<string, unknown> = { ...data, truncated: true };
+  for (let keep = 64; keep >= 0; keep = keep === 0 ? -1 : Math.floor(keep / 2)) {
+    for (const [k, v] of Object.entries(data)) if (Array.isArray(v)) out[k] = v.slice(0, keep);
+    if (JSON.stringify(out).length <= MAX_COMMAND_DATA) return out;
+  }
+  return { truncated: true, note: 'result too large to send' };
 }

@@ -20,6 +20,9 @@ export const deviceSpecSchema = z.strictObject({
 });
 export type DeviceEnrolment = z.infer<typeof deviceSpecSchema>;
 
+/** Downlink command kinds a gateway can handle (all accepted by default; narrow with commands.allow). */
+export const COMMAND_KINDS = ['device.write', 'device.upsert', 'rebirth', 'device.remove', 'device.test', 'device.discover'] as const;
+
 const countySchema = z.string().superRefine((v, ctx) => {
   try {
     const r = parseRegionCode(v);
@@ -110,11 +113,11 @@ export const edgeConfigSchema = z
     commands: z
       .strictObject({
         /** command kinds this gateway accepts from the centre */
-        allow: z.array(z.enum(['device.write', 'device.upsert', 'rebirth'])).default(['device.write', 'device.upsert', 'rebirth']),
+        allow: z.array(z.enum(COMMAND_KINDS)).default([...COMMAND_KINDS]),
         /** commands older than this (issuedAt) are refused as stale */
         maxAgeMs: z.number().int().min(1000).default(300_000),
       })
-      .default({ allow: ['device.write', 'device.upsert', 'rebirth'], maxAgeMs: 300_000 }),
+      .default({ allow: [...COMMAND_KINDS], maxAgeMs: 300_000 }),
   })
   .superRefine((c, ctx) => {
     if (!c.site.startsWith(c.county.slice(0, 2)) || (c.site.split('/').length === 4 && c.site.split('/')[2] !== c.county)) {

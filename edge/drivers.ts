@@ -33,6 +33,10 @@ export interface DriverKit {
     authenticate(username: string, password: string): string | null | Promise<string | null>;
     log: Logger;
   }): Promise<DeviceBroker>;
+  /** WS-Discovery probe for ONVIF cameras (device-drivers' discoverOnvif) */
+  discoverOnvif?(opts: { address?: string; port?: number; timeoutMs?: number }): Promise<Array<Record<string, unknown> & { url: string }>>;
+  /** which Modbus units answer on a port (device-drivers' discoverModbusUnits) */
+  discoverModbusUnits?(url: string, units: number[], opts: { timeoutMs?: number; log?: Logger }): Promise<Array<{ url: string; unit: number; answer: string }>>;
 }
 
 let defaultKit: Promise<DriverKit> | undefined;
@@ -49,6 +53,8 @@ export function loadDefaultDriverKit(): Promise<DriverKit> {
       loadProfiles: mod.loadProfiles as DriverKit['loadProfiles'],
       createDriver: mod.createDriver as DriverKit['createDriver'],
       startDeviceBroker: typeof mod.startDeviceBroker === 'function' ? (mod.startDeviceBroker as DriverKit['startDeviceBroker']) : undefined,
+      discoverOnvif: typeof mod.discoverOnvif === 'function' ? (mod.discoverOnvif as DriverKit['discoverOnvif']) : undefined,
+      discoverModbusUnits: typeof mod.discoverModbusUnits === 'function' ? (mod.discoverModbusUnits as DriverKit['discoverModbusUnits']) : undefined,
     };
   })();
   defaultKit.catch(() => (defaultKit = undefined));

@@ -249,6 +249,110 @@ describe('configuration commands', () => {
   });
 });
 
+describe('device commands: remove, test, discover', () => {
+  it('tests enrolled and unsaved devices (no secret in the answer or audit), discovers cameras and Modbus units, removes devices', async () => {
+    const { getProfile, startModbusSimulator, startOnvifSimulator, discoverOnvif, discoverModbusUnits } = await import('../device-drivers/index.ts');
+    const sim = await startModbusSimulator({ profile: (await getProfile('temp-humidity-generic')) as never, host: '127.0.0.1' });
+    const cam = await startOnvifSimulator({ host: '127.0.0.1', port: 0, discoveryPort: 0 });
+    try {
+      const t: ScriptedDevice = { writes: [], poll: (_i, now) => [{ kind: 'reading', metric: 'temperature', value: 21.5, ts: now, quality: 'good' }] };
+      const clock: ManualClock = createManualClock();
+      const gatewayId = `gw-test-${++n}-${process.pid}`;
+      const cfg = parseEdgeConfig({
+        gatewayId, county: COUNTY, site: SITE,
+        uplink: { url: broker.url, password: 'x', reconnectMs: 200 },
+        dataDir: tmp(), http: { port: 0 }, deviceBroker: { port: 0 },
+        devices: [{ id: 'temp-1', profile: 'temp-test', url: 'modbus-tcp://127.0.0.1:1502?unit=1' }],
+      });
+      const base = scriptedKit([...profiles, scriptedProfile('cam-test', {}, 'onvif')], { 'temp-1': t }, clock);
+      const kit = {
+        ...base,
+        // a camera that cannot be reached, whose error names its url with the password (as real drivers may)
+        createDriver: async (spec: Parameters<typeof base.createDriver>[0], ctx: Parameters<typeof base.createDriver>[1]) => {
+          if (spec.id === 'cam-9') throw Object.assign(new Error(`connect ECONNREFUSED ${spec.url}`), { code: 'connection_refused' });
+          return base.createDriver(spec, ctx);
+        },
+        discoverOnvif: discoverOnvif as never,
+        discoverModbusUnits,
+      };
+      const gw = await createGateway(cfg, { clock, log: silentLogger, drivers: kit, random: () => 0.5 });
+      gateways.push(gw);
+      const { client, got } = await subscriber(gatewayId);
+      clients.push(client);
+      await gw.start();
+      await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+      await clock.advance(3000);
+      await new Promise((r) => setTimeout(r, 200));
+      const cmd = (kind: string) => buildTopic({ county: COUNTY, gatewayId, channel: 'cmd', sub: kind });
+      const head = { v: 1, issuedBy: 'tech@37/3701/370102/3737000001', issuedAt: clock.now() };
+      const result = (id: string) => got.results.find((r) => (r as { id: string }).id === id) as { ok: boolean; message: string; data?: any } | undefined;
+      const send = async (id: string, kind: string, body: Record<string, unknown>) => {
+        await client.publishAsync(cmd(kind), JSON.stringify({ ...head, id, kind, ...body }), { qos: 1 });
+        await until(() => result(id) !== undefined, `result of ${id}`);
+        return result(id)!;
+      };
+
+      const t1 = await send('t1', 'device.test', { device: 'temp-1' });
+      expect(t1).toMatchObject({ ok: true, data: { device: 'temp-1', ok: true, health: { state: 'online' } } });
+      expect(t1.data.observations).toContainEqual(expect.objectContaining({ kind: 'reading', metric: 'temperature', value: 21.5 }));
+
+      const secret = 'S3cret-Camera-pw';
+      const t2 = await send('t2', 'device.test', { spec: { id: 'cam-9', profile: 'cam-test', url: `onvif://admin:${secret}@127.0.0.1:9` } });
+      expect(t2).toMatchObject({ ok: false, data: { device: 'cam-9', ok: false } });
+      expect(t2.message).toMatch(/ECONNREFUSED onvif:\/\/admin:\*\*\*@127\.0\.0\.1:9/);
+      expect(JSON.stringify(t2)).not.toContain(secret);
+      expect(gw.registry.get('cam-9')).toBeUndefined();
+
+      const t3 = await send('t3', 'device.test', { device: 'nope-1' });
+      expect(t3).toMatchObject({ ok: false, message: expect.stringMatching(/not enrolled/) });
+      const t4 = await send('t4', 'device.test', { device: 'temp-1', spec: { id: 'x' } });
+      expect(t4).toMatchObject({ ok: false, message: expect.stringMatching(/exactly one of device/) });
+
+      const d1 = await send('d1', 'device.discover', { protocol: 'onvif', target: `127.0.0.1:${cam.discoveryPort}`, timeoutMs: 1000 });
+      expect(d1).toMatchObject({ ok: true, data: { protocol: 'onvif' } });
+      expect(d1.data.found).toEqual([expect.objectContaining({ url: `onvif://127.0.0.1:${cam.port}`, enrolled: false })]);
+
+      const d2 = await send('d2', 'device.discover', { protocol: 'modbus', target: sim.url.replace(/[?&]unit=\d+/, ''), units: [1], timeoutMs: 2000 });
+      expect(d2).toMatchObject({ ok: true, data: { protocol: 'modbus', asked: 1 } });
+      expect(d2.data.found).toEqual([expect.objectContaining({ unit: 1, answer: expect.stringMatching(/answered|exception/) })]);
+      const d3 = await send('d3', 'device.discover', { protocol: 'modbus' });
+      expect(d3).toMatchObject({ ok: false, message: expect.stringMatching(/target/) });
+
+      expect(gw.runner('temp-1')).toBeDefined();
+      const r1 = await send('r1', 'device.remove', { device: 'temp-1' });
+      expect(r1).toMatchObject({ ok: true, message: expect.stringMatching(/removed temp-1/) });
+      expect(gw.registry.get('temp-1')).toBeUndefined();
+      expect(gw.runner('temp-1')).toBeUndefined();
+      const r2 = await send('r2', 'device.remove', { device: 'temp-1' });
+      expect(r2).toMatchObject({ ok: false, message: expect.stringMatching(/not enrolled/) });
+
+      // every one audited, none with the camera's password
+      const audit = gw.registry.auditLog();
+      for (const id of ['t1', 't2', 't3', 't4', 'd1', 'd2', 'd3', 'r1', 'r2']) expect(audit.map((a) => a.id)).toContain(id);
+      expect(JSON.stringify(audit)).not.toContain(secret);
+      expect(audit.find((a) => a.id === 't2')).toMatchObject({ ok: false });
+      expect(gw.metrics()).toMatch(/xiaoan_edge_commands_total\{gateway="[^"]+",kind="device.remove",outcome="accepted"\} 1/);
+    } finally {
+      await sim.close();
+      await cam.close();
+    }
+  }, 30_000);
+
+  it('refuses the new kinds when commands.allow leaves them out', async () => {
+    const { gw, clock, gatewayId } = await makeGateway({}, { commands: { allow: ['device.write'] } });
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    await gw.start();
+    await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+    await new Promise((r) => setTimeout(r, 200));
+    const head = { v: 1, issuedBy: 'tech', issuedAt: clock.now() };
+    await client.publishAsync(buildTopic({ county: COUNTY, gatewayId, channel: 'cmd', sub: 'device.remove' }), JSON.stringify({ ...head, id: 'x1', kind: 'device.remove', device: 'a' }), { qos: 1 });
+    await until(() => got.results.length >= 1, 'result');
+    expect(got.results[0]).toMatchObject({ id: 'x1', ok: false, message: expect.stringMatching(/does not accept device.remove/) });
+  });
+});
+
 describe('buffer cap', () => {
   it('reports every drop in gateway.buffer_dropped events, never dropping the reports', async () => {
     const { gw, clock } = await makeGateway({}, { uplink: { url: 'mqtt://127.0.0.1:9', password: 'x', reconnectMs: 60_000 }, buffer: { maxRecords: 100 } });

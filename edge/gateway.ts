@@ -13,7 +13,7 @@ import {
 } from '../contract/index.ts';
 import type { DeviceDriver, DeviceHealth, DeviceSpec, Observation } from '../device-drivers/types.ts';
 import { openSqliteBuffer, type BufferStats, type NewRecord, type RecordBuffer } from './buffer.ts';
-import { createCommandHandler } from './commands.ts';
+import { createCommandHandler, type DiscoverQuery } from './commands.ts';
 import type { EdgeConfig } from './config.ts';
 import { loadDefaultDriverKit, type DeviceBroker, type DriverKit, type ProfileInfo } from './drivers.ts';
 import { startEdgeHttp, type EdgeHttp } from './http.ts';
@@ -432,8 +432,58 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
         if (!uplink) throw Object.assign(new Error('uplink not started'), { code: 'uplink_down', retryable: true });
         await uplink.publishBirth();
       },
+      removeDevice: (id) => remove(id),
+      async testDevice(input) {
+        let r: DeviceTestResult;
+        try {
+          r = await testDevice(input, { waitMs: 5000 });
+        } catch (e) {
+          if (e instanceof EnrolmentError) return { ok: false, message: e.message, data: { device: typeof input === 'string' ? input : String(input.id ?? ''), problems: e.problems } };
+          throw e;
+        }
+        // at most 50 observations travel back; the test's verdict and health always do
+        return { ok: r.ok, message: r.message, data: { ...r, observations: r.observations.slice(0, 50) } };
+      },
+      discover: (q) => discover(q),
     },
   });
+
+  /** Devices that answer on the school's network: ONVIF cameras (WS-Discovery) or Modbus units on a port. */
+  async function discover(q: DiscoverQuery): Promise<{ message: string; data: Record<string, unknown> }> {
+    const k = await getKit();
+    const budget = q.timeoutMs ?? (q.protocol === 'onvif' ? 3000 : 20_000);
+    if (q.protocol === 'onvif') {
+      if (!k.discoverOnvif) throw Object.assign(new Error('此网关不支持 ONVIF 搜索 this gateway build has no ONVIF discovery'), { code: 'not_supported', retryable: false });
+      let address: string | undefined;
+      let port: number | undefined;
+      if (q.target) {
+        const m = /^\[?([^\]\s]+?)\]?(?::(\d{1,5}))?$/.exec(q.target.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, ''));
+        if (!m) throw Object.assign(new Error(`搜索目标无效 target "${q.target}": write HOST or HOST:PORT (WS-Discovery by unicast)`), { code: 'bad_target', retryable: false });
+        address = m[1];
+        port = m[2] ? Number(m[2]) : undefined;
+      }
+      const found = await k.discoverOnvif({ ...(address ? { address } : {}), ...(port ? { port } : {}), timeoutMs: budget });
+      const enrolled = new Set(registry.list().map((d) => hostPortOf(d.url)));
+      const cameras = found.map((c) => ({ ...c, enrolled: enrolled.has(hostPortOf(c.url)) }));
+      return {
+        message: `发现 ${cameras.length} 台 ONVIF 摄像机 found ${cameras.length} ONVIF camera(s)`,
+        data: { protocol: 'onvif', found: cameras },
+      };
+    }
+    if (!k.discoverModbusUnits) throw Object.assign(new Error('此网关不支持 Modbus 搜索 this gateway build has no Modbus discovery'), { code: 'not_supported', retryable: false });
+    if (!q.target) throw Object.assign(new Error('Modbus 搜索需要目标 target: a modbus-tcp://HOST:PORT or modbus-rtu:///dev/ttyX?baud=9600 url'), { code: 'bad_target', retryable: false });
+    const unitInUrl = /[?&]unit=(\d+)/.exec(q.target);
+    const units = q.units ?? (unitInUrl ? [Number(unitInUrl[1])] : q.target.startsWith('modbus-rtu:') ? range(1, 247) : range(1, 16));
+    // the whole search fits the budget: each silent unit gets its share (50–1000 ms)
+    const perUnit = Math.max(50, Math.min(1000, Math.floor(budget / units.length)));
+    const found = await k.discoverModbusUnits(q.target, units, { timeoutMs: perUnit, log: log.child('discover') });
+    const enrolled = new Map(registry.list().map((d) => [d.url.replace(/[?&]timeout=\d+/, ''), d.id]));
+    const units2 = found.map((u) => ({ ...u, enrolledAs: enrolled.get(u.url) ?? null }));
+    return {
+      message: `${units.length} 个地址中 ${units2.length} 个有应答 ${units2.length} of ${units.length} unit(s) answered`,
+      data: { protocol: 'modbus', target: q.target, asked: units.length, found: units2 },
+    };
+  }
 
   const gw: Gateway = {
     config,
@@ -553,6 +603,14 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     runner: (id) => runners.get(id)?.runner,
   };
   return gw;
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** `host:port` of a device url (credentials and path left out), for matching discoveries to enrolments */
+function hostPortOf(url: string): string {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/]*@)?([^/?#]+)/i.exec(url);
+  return (m?.[1] ?? url).toLowerCase();
 }
 
 /** the device id of an `mqtt://DEVICE-ID` url (case kept; URL() would lower-case it) */

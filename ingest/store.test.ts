@@ -78,6 +78,16 @@ describe.each(ENGINES)('store on %s', (engine) => {
     });
   });
 
+  it('forgets a device the gateway no longer lists in its birth (removed there), and only on that gateway', async () => {
+    await store.applyGatewayStatus({
+      v: 1, gateway: 'gw-a', state: 'online', ts: NOW - 1000,
+      devices: [{ id: 'smoke-1', profile: 'smoke-photoelectric-generic', state: 'online', lastSeen: NOW - 1500 }],
+    });
+    expect((await store.queries.listDevices(scopeOf(SCHOOL_A))).map((d) => d.deviceId)).toEqual(['smoke-1']);
+    // the other gateway's temp-1 is untouched
+    expect((await store.queries.listDevices(scopeOf('37'))).filter((d) => d.gatewayId === 'gw-b').map((d) => d.deviceId)).toEqual(['temp-1']);
+  });
+
   it('stores each reading once per (gateway, seq) and says which were new', async () => {
     const first = await store.sink.writeReadings([{ gatewayId: 'gw-a', readings: [reading(1), reading(2), reading(3)] }]);
     expect([...first].sort()).toEqual([recordKey('gw-a', 1), recordKey('gw-a', 2), recordKey('gw-a', 3)].sort());

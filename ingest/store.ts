@@ -226,6 +226,11 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
           // Behind an offline gateway nothing is known to be online.
           await tx.query(`update devices set state = 'offline' where gateway_id = $1 and state <> 'offline'`, [status.gateway]);
         }
+        if (status.state === 'online' && status.devices) {
+          // A birth lists every device the gateway has; one it no longer lists was removed there.
+          // Its readings and alerts stay as history; only the live device list forgets it.
+          await tx.query('delete from devices where gateway_id = $1 and not (device_id = any($2::text[]))', [status.gateway, status.devices.map((d) => d.id)]);
+        }
         for (const d of status.devices ?? []) {
           await tx.query(
             `insert into devices as d (gateway_id, device_id, org_path, profile, name, location, state, last_seen, expected_interval_ms, building, room)

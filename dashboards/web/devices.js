@@ -13,6 +13,7 @@ let filter = { site: '', building: '', state: '' };
 let notice = null;
 let timer = null;
 let testResults = new Map();
+let discovered = [];
 let forms = null; // the enrol and import forms, built once so typing survives re-renders
 
 const errText = (e) => (e instanceof ApiFailure ? e.text() + (e.error?.problems ? '\n' + e.error.problems.join('\n') : '') : t('error.network'));
@@ -86,8 +87,39 @@ function enrolForm() {
     field('room', t('devices.room'), { size: 6 }),
     field('password', 'MQTT 密码 password', { type: 'password', size: 10, autocomplete: 'new-password' }),
     h('button', { class: 'primary', type: 'submit', id: 'enrol-submit' }, t('devices.enrol')),
-    h('button', { type: 'button', id: 'discover', onclick: () => command('POST', `/api/gateways/${encodeURIComponent(gw.value)}/discover`, {}, t('devices.discover')) }, t('devices.discover')),
+  ),
+  h('div', { class: 'form-row' },
+    h('label', {}, h('span', {}, t('devices.discoverProtocol')),
+      h('select', { id: 'discover-protocol' }, h('option', { value: 'onvif' }, 'ONVIF 摄像头 cameras'), h('option', { value: 'modbus' }, 'Modbus'))),
+    h('label', {}, h('span', {}, t('devices.discoverTarget')),
+      h('input', { id: 'discover-target', size: 30, maxlength: 512, placeholder: 'modbus-tcp://192.168.1.20:502 · 192.168.1.30' })),
+    h('button', { type: 'button', id: 'discover', onclick: async () => {
+      const protocol = root.querySelector('#discover-protocol').value;
+      const target = root.querySelector('#discover-target').value.trim();
+      const r = await command('POST', `/api/gateways/${encodeURIComponent(gw.value)}/discover`, { protocol, ...(target ? { target } : {}) }, t('devices.discover'));
+      discovered = r?.result?.found ?? [];
+      render();
+    } }, t('devices.discover')),
   ));
+}
+
+/** What the last discovery found; "use" puts its address into the enrol form. */
+function discoveredList() {
+  if (!discovered.length) return null;
+  return h('ul', { class: 'panel', id: 'discover-found' }, discovered.map((d) => h('li', {},
+    h('code', {}, d.url), ' ',
+    d.name ? `${d.name} ` : '', d.hardware ? `(${d.hardware}) ` : '', d.answer ? `${d.answer} ` : '',
+    d.enrolled || d.enrolledAs ? h('span', { class: 'muted' }, `${t('devices.already')} ${d.enrolledAs ?? ''}`) : h('button', { type: 'button', class: 'use-found', onclick: () => {
+      const u = root.querySelector('#enrol-url');
+      if (u) { u.value = d.url; u.focus(); }
+    } }, t('devices.useFound')),
+  )));
+}
+
+/** One line from a live test: verdict, then the values the device gave. */
+function testLine(test) {
+  const obs = (test.observations ?? []).slice(0, 8).map((o) => (o.kind === 'reading' ? `${o.metric}=${o.value}` : o.type)).join(', ');
+  return `${test.ok ? '✓ ' : '✗ '}${test.message ?? ''}${obs ? ` — ${obs}` : ''}`;
 }
 
 function importForm() {
@@ -116,9 +148,10 @@ function row(d) {
       h('button', { class: 'act-test', onclick: async () => {
         const r = await command('POST', `/api/gateways/${encodeURIComponent(d.gatewayId)}/devices/${encodeURIComponent(d.deviceId)}/test`, {}, `${t('devices.test')} ${d.deviceId}`);
         if (r) testResults.set(key, r.result);
+        render();
       } }, t('devices.test')), ' ',
       h('button', { class: 'danger act-remove', onclick: () => confirm(`${t('devices.remove')} ${d.deviceId}?`) && command('POST', `/api/gateways/${encodeURIComponent(d.gatewayId)}/devices/${encodeURIComponent(d.deviceId)}/remove`, {}, `${t('devices.remove')} ${d.deviceId}`) }, t('devices.remove')),
-      test ? h('div', { class: 'muted' }, test.ok ? '✓ ' : '✗ ', test.message ?? '') : null,
+      test ? h('div', { class: test.ok ? 'muted test-result' : 'muted test-result bad' }, testLine(test)) : null,
     ) : null,
   );
 }
@@ -145,6 +178,7 @@ function render() {
         h('tbody', {}, devices.map(row)))
       : h('p', { class: 'empty' }, t('devices.none')),
     manage && gateways.length ? (forms ??= [enrolForm(), importForm()]) : null,
+    manage ? discoveredList() : null,
   );
 }
 
@@ -152,6 +186,7 @@ export async function mount(el) {
   root = el;
   notice = null;
   forms = null;
+  discovered = [];
   const nodes = await loadOrgNames();
   sites = nodes.filter((n) => n.level === 'school' || n.level === 'college' || n.level === 'county');
   try {
