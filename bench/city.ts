@@ -90,7 +90,7 @@ async function main() {
     seconds: Math.round(num('minutes', quick ? 1 : 10) * 60),
   };
   const log = (s: string) => process.stderr.write(s + '\n');
-  const { startMosquitto } = await import('../ingest/test-peers.ts');
+  const { startMosquitto } = await import('../test/support/peers.ts');
   const mosquitto = MQTT_URL ? null : await startMosquitto();
   if (mosquitto) MQTT_URL = mosquitto.url;
   log(`bench:city — ${plan.gateways} gateways by exception, ~${plan.rate} readings/s each (~${(plan.gateways * plan.rate).toLocaleString()}/s), ${plan.seconds} s; Mosquitto ${MQTT_URL}, PostgreSQL ${PG_ADMIN.replace(/\/\/[^@]*@/, '//')}`);

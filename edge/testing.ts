@@ -2,11 +2,12 @@
 // port, and a scripted DeviceDriver kit (for where the device itself is not what is under test).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { Clock } from '../contract/index.ts';
 import type { DeviceDriver, DeviceHealth, DeviceSpec, Observation } from '../device-drivers/types.ts';
 import type { DriverKit, ProfileInfo } from './drivers.ts';
+import { freePort } from '../device-drivers/index.ts';
 
 /** A clock that moves only when told to; timers fire in time order during advance(). */
 export interface ManualClock extends Clock {
@@ -53,17 +54,7 @@ export function createManualClock(start = 1_750_000_000_000): ManualClock {
   };
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -6,7 +6,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import pg from 'pg';
 import { buildTopic, type ReadingBatch } from '../contract/index.ts';
 import { openStore, createIngestWorker, type Store, type IngestWorker, type StoredBatch } from '../ingest/index.ts';
-import { startMosquitto, startPostgresCluster, type Peer } from '../ingest/test-peers.ts';
+import { startMosquitto, startPostgresCluster, type Peer } from './support/peers.ts';
 
 const SCHOOL = '37/3701/370102/3737000001';
 const GATEWAYS = ['gw-f1', 'gw-f2', 'gw-f3'];

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InfluxDB } from 'influx';
 import { createInfluxSink, parseInfluxUrl, type InfluxSink } from './sink.ts';
-import { startInfluxd, type Peer } from '../test-peers.ts';
+import { startInfluxd, type Peer } from '../../test/support/peers.ts';
 import type { StoredBatch } from '../types.ts';
 
 const batch = (from: number, n: number): StoredBatch => ({
