@@ -87,7 +87,9 @@ async function loadSecrets(dataDir: string, password: string | undefined): Promi
     cameraPassword: kept.cameraPassword ?? secret(),
     idHashKey: kept.idHashKey ?? randomBytes(32).toString('base64url'),
   };
-  await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  // A password given in XIAOAN_DEMO_PASSWORD stays in the environment; only generated ones are kept.
+  const toKeep = { ...secrets, password: password ? kept.password : secrets.password };
+  await writeFile(file, JSON.stringify(toKeep, null, 2), { mode: 0o600 });
   return { secrets, generated };
 }
 
