@@ -32,9 +32,12 @@ export function parseTime(value: string | null, name: string, fallback: number):
   return n;
 }
 
-/** The optional ?site= filter as a scope inside the user's own; 403 when it lies outside. */
-export function siteScope(ctx: RequestContext): Scope {
-  const site = ctx.url.searchParams.get('site');
+/**
+ * The optional `?site=` (or another parameter's) filter as a scope inside the user's own; 403
+ * when it lies outside. Every page that lets a user narrow their view goes through here.
+ */
+export function siteScope(ctx: RequestContext, param = 'site'): Scope {
+  const site = ctx.url.searchParams.get(param);
   if (!site) return ctx.principal.scope;
   const narrowed = ctx.principal.narrow(site);
   if (!narrowed) {

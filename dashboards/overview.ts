@@ -7,24 +7,13 @@ import type { Scope } from '../ingest/scope.ts';
 import { scopeSql } from '../ingest/scope.ts';
 import type { ApiRouter, RequestContext } from './server.ts';
 import type { ApiDeps, Closer } from './api.ts';
-import { audit, parseTime } from './api.ts';
-import { ApiError, badRequest, sendJson } from './http.ts';
+import { audit, parseTime, siteScope } from './api.ts';
+import { badRequest, sendJson } from './http.ts';
 
 const DAY = 86_400_000;
 const SHANGHAI_OFFSET_S = 8 * 3600; // Asia/Shanghai has no daylight saving
 
-function regionScope(ctx: RequestContext): Scope {
-  const region = ctx.url.searchParams.get('region');
-  if (!region) return ctx.principal.scope;
-  const s = ctx.principal.narrow(region);
-  if (!s) {
-    throw new ApiError(403, 'outside_scope', {
-      zh: `"${region}" 不在您的管辖范围（${ctx.principal.user.orgPath}）内`,
-      en: `"${region}" is outside your part of the org tree (${ctx.principal.user.orgPath})`,
-    });
-  }
-  return s;
-}
+const regionScope = (ctx: RequestContext): Scope => siteScope(ctx, 'region');
 
 /** The child of the scope node that an org path lies under (the scope itself at a leaf). */
 const childExpr = (col: string, p: number) => `array_to_string((string_to_array(${col}, '/'))[1:$${p}], '/')`;

@@ -37,6 +37,32 @@ export interface Peer {
   close(): Promise<void>;
 }
 
+/** A server process of ours that can be stopped and started again on the same port and directory. */
+async function processPeer(o: { port: number; url: string; dir: string; command: string; args: string[]; readyMs?: number }): Promise<Peer> {
+  let proc: ChildProcess | null = null;
+  const peer: Peer = {
+    port: o.port,
+    url: o.url,
+    async start() {
+      proc = spawn(o.command, o.args, { stdio: 'ignore' });
+      await waitForPort(o.port, o.readyMs);
+    },
+    async stop() {
+      if (!proc) return;
+      const p = proc;
+      proc = null;
+      p.kill('SIGTERM');
+      await waitExit(p);
+    },
+    async close() {
+      await peer.stop();
+      rmSync(o.dir, { recursive: true, force: true });
+    },
+  };
+  await peer.start();
+  return peer;
+}
+
 /** Mosquitto 2 on a free port, anonymous, MQTT 5 capable, with persistence in a temp dir. */
 export async function startMosquitto(opts: { port?: number; persistence?: boolean } = {}): Promise<Peer> {
   const port = opts.port ?? (await freePort());
@@ -52,28 +78,7 @@ export async function startMosquitto(opts: { port?: number; persistence?: boolea
     'log_dest none',
     '',
   ].join('\n'));
-  let proc: ChildProcess | null = null;
-  const peer: Peer = {
-    port,
-    url: `mqtt://127.0.0.1:${port}`,
-    async start() {
-      proc = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
-      await waitForPort(port);
-    },
-    async stop() {
-      if (!proc) return;
-      const p = proc;
-      proc = null;
-      p.kill('SIGTERM');
-      await waitExit(p);
-    },
-    async close() {
-      await peer.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  await peer.start();
-  return peer;
+  return processPeer({ port, url: `mqtt://127.0.0.1:${port}`, dir, command: 'mosquitto', args: ['-c', conf] });
 }
 
 /**
@@ -144,26 +149,5 @@ bind-address = "127.0.0.1:${rpc}"
 [monitor]
   store-enabled = false
 `);
-  let proc: ChildProcess | null = null;
-  const peer: Peer = {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    async start() {
-      proc = spawn('influxd', ['-config', conf], { stdio: 'ignore' });
-      await waitForPort(port, 30_000);
-    },
-    async stop() {
-      if (!proc) return;
-      const p = proc;
-      proc = null;
-      p.kill('SIGTERM');
-      await waitExit(p);
-    },
-    async close() {
-      await peer.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  await peer.start();
-  return peer;
+  return processPeer({ port, url: `http://127.0.0.1:${port}`, dir, command: 'influxd', args: ['-config', conf], readyMs: 30_000 });
 }
