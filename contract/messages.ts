@@ -4,7 +4,14 @@
 // Delivery is at least once. Each reading and each event carries a per-gateway sequence number
 // `seq` that the gateway assigns when it first writes the record to its on-disk buffer and that
 // only ever increases (persisted across restarts). Ingest stores a record only if
-// (gateway, seq) is new, so every record lands exactly once however often it is redelivered.
+// (gateway, seq) is new — whatever its timestamp — so every record lands exactly once however
+// often it is redelivered.
+//
+// Custody (docs/delivery.md): the gateway deletes a record only when the centre's receipt names
+// its seq, sent on `…/{gatewayId}/receipt` after the storage commit. Records without a receipt
+// are sent again after a timeout, whatever the broker did with them. Each batch carries the
+// gateway's `floor`: every seq below it has been receipted (or was never sent), so the centre
+// need remember stored seqs only from the floor up.
 
 import { z } from 'zod';
 import { ID_PATTERN } from './topics.ts';
@@ -35,10 +42,18 @@ export type Reading = z.infer<typeof readingSchema>;
 /** Upper bound of records in one uplink batch; keeps a message under ~1 MB. */
 export const MAX_BATCH = 5000;
 
+/**
+ * The lowest seq the gateway still holds without a receipt when it sent the batch (its buffer's
+ * oldest record). Every seq below it is in the centre's custody or was never sent (dropped at a
+ * full buffer, quarantined as invalid), so a record below the highest floor seen is a duplicate.
+ */
+export const floorSchema = seqSchema.optional();
+
 export const readingBatchSchema = z.strictObject({
   v: z.literal(1),
   gateway: gatewayIdSchema,
   sentAt: timestampSchema,
+  floor: floorSchema,
   readings: z.array(readingSchema).min(1).max(MAX_BATCH),
 });
 export type ReadingBatch = z.infer<typeof readingBatchSchema>;
@@ -64,9 +79,41 @@ export const eventBatchSchema = z.strictObject({
   v: z.literal(1),
   gateway: gatewayIdSchema,
   sentAt: timestampSchema,
+  floor: floorSchema,
   events: z.array(deviceEventSchema).min(1).max(MAX_BATCH),
 });
 export type EventBatch = z.infer<typeof eventBatchSchema>;
+
+/** Inclusive seq ranges `[from, to]`, ascending; every integer in a range is meant. */
+export const seqRangesSchema = z
+  .array(z.tuple([seqSchema, seqSchema]).refine(([a, b]) => a <= b, { message: 'range [from, to] needs from <= to' }))
+  .min(1)
+  .max(MAX_BATCH);
+
+/**
+ * Centre → gateway on `…/{gatewayId}/receipt` (QoS 1, not retained), published after the storage
+ * commit: the centre holds every seq in `seqs` (stored now, stored before, or kept as a dead
+ * letter it can replay). The gateway deletes exactly these from its buffer; nothing else does.
+ */
+export const receiptSchema = z.strictObject({
+  v: z.literal(1),
+  gateway: gatewayIdSchema,
+  ts: timestampSchema,
+  seqs: seqRangesSchema,
+});
+export type Receipt = z.infer<typeof receiptSchema>;
+
+/** Ascending seqs (any order, duplicates allowed) as the fewest inclusive ranges. */
+export function toSeqRanges(seqs: Iterable<number>): Array<[number, number]> {
+  const sorted = [...seqs].sort((a, b) => a - b);
+  const out: Array<[number, number]> = [];
+  for (const s of sorted) {
+    const last = out[out.length - 1];
+    if (last && s <= last[1] + 1) last[1] = Math.max(last[1], s);
+    else out.push([s, s]);
+  }
+  return out;
+}
 
 export const HEALTH_STATES = ['online', 'degraded', 'offline'] as const;
 export type HealthState = (typeof HEALTH_STATES)[number];

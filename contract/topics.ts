@@ -6,7 +6,11 @@ import { OrgCodeError, parseRegionCode } from './org.ts';
 export const TOPIC_ROOT = 'xiaoan';
 export const WIRE_VERSION = 'v1';
 
-export const CHANNELS = ['readings', 'events', 'status', 'cmd', 'cmd-result'] as const;
+/**
+ * `receipt` flows centre → gateway: after its storage commit the centre names the seqs it holds
+ * (see receiptSchema in messages.ts). A broker's PUBACK is transport; only a receipt is custody.
+ */
+export const CHANNELS = ['readings', 'events', 'status', 'cmd', 'cmd-result', 'receipt'] as const;
 export type Channel = (typeof CHANNELS)[number];
 
 export interface TopicParts {

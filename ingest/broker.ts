@@ -138,16 +138,17 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
       if (p.kind === 'service') {
         return sub.topic.startsWith('xiaoan/v1/') || sub.topic === 'xiaoan/#' ? done(null, sub) : done(null, null);
       }
-      // A gateway subscribes to its own commands only (SUBACK 0x80 otherwise).
+      // A gateway subscribes to its own commands and receipts only (SUBACK 0x80 otherwise).
       const own = p.base + 'cmd/';
       if (sub.topic === own + '#' || (sub.topic.startsWith(own) && !WILDCARD.test(sub.topic))) return done(null, sub);
+      if (sub.topic === p.base + 'receipt') return done(null, sub);
       log.warn('subscription refused (订阅被拒绝)', { gateway: p.id, topic: sub.topic });
       done(null, null);
     },
     authorizeForward(client, packet) {
       // Retained messages are forwarded on subscribe too: a gateway never sees another's traffic.
       const p = principalOf(client);
-      if (p?.kind === 'gateway' && !packet.topic.startsWith(p.base + 'cmd/')) return null;
+      if (p?.kind === 'gateway' && !packet.topic.startsWith(p.base + 'cmd/') && packet.topic !== p.base + 'receipt') return null;
       return packet;
     },
   });
