@@ -25,8 +25,9 @@ describe('SQLite buffer', () => {
     const clock = createManualClock();
     let b = openSqliteBuffer({ file, maxRecords: 1000, clock });
     expect(b.append([reading(1), reading(2)])).toMatchObject({ firstSeq: 1, lastSeq: 2 });
-    b.ack([1, 2]);
+    expect(b.confirm([[1, 2]])).toBe(2);
     expect(b.stats().depth).toBe(0);
+    expect(b.floor()).toBe(3);
     b.close();
     b = openSqliteBuffer({ file, maxRecords: 1000, clock });
     expect(b.append([reading(3)])).toMatchObject({ firstSeq: 3, lastSeq: 3 });
@@ -61,8 +62,26 @@ describe('SQLite buffer', () => {
     expect(batch.lastSeq).toBe(3);
     expect(b.takeRoutine(3, 10)!.readings.map((r) => r.seq)).toEqual([5]);
     expect(b.takeRoutine(5, 10)).toBeNull();
-    b.ack([4, 1]);
-    expect(b.stats()).toMatchObject({ depth: 3, alarms: 0 });
+    expect(b.floor()).toBe(1);
+    // a receipt deletes exactly the seqs it names, any lane; seqs not held are ignored
+    expect(b.confirm([[1, 1], [4, 4], [90, 99]])).toBe(2);
+    expect(b.stats()).toMatchObject({ depth: 3, alarms: 0, acked: 2 });
+    expect(b.floor()).toBe(2);
+    expect(b.read([5, 1, 3, 2]).map((r) => r.seq)).toEqual([2, 3, 5]);
+    b.close();
+  });
+
+  it('keeps a quarantined record apart, without a seq, and counts it across reopen', () => {
+    const file = join(tmp(), 'b.sqlite');
+    const clock = createManualClock();
+    let b = openSqliteBuffer({ file, maxRecords: 1000, clock });
+    b.quarantine([{ device: 'temp-1', reason: 'reading: value: expected number', raw: '{"value":"NaN"}' }]);
+    b.append([reading(1)]);
+    expect(b.stats()).toMatchObject({ depth: 1, lastSeq: 1, quarantined: 1 });
+    b.close();
+    b = openSqliteBuffer({ file, maxRecords: 1000, clock });
+    expect(b.stats().quarantined).toBe(1);
+    expect(b.quarantined(10)).toEqual([{ at: clock.now(), device: 'temp-1', reason: 'reading: value: expected number', raw: '{"value":"NaN"}' }]);
     b.close();
   });
 

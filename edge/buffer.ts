@@ -10,9 +10,10 @@
 //    a full fsync, and after any unclean stop numbering resumes above the reservation (a gap of
 //    at most SEQ_BLOCK, never a reuse). A clean close() records `clean = 1` and resumes exactly.
 //
-// Records leave only when the broker acknowledged them (ack). Past `maxRecords` the oldest
-// routine readings are dropped first; events and alarms are never dropped. Drops are counted
-// durably and reported.
+// Records leave only when the centre's receipt names their seq (confirm; docs/delivery.md): a
+// broker's PUBACK is transport, not custody. Past `maxRecords` the oldest routine readings are
+// dropped first; events and alarms are never dropped. Drops are counted durably and reported.
+// A record that fails the contract never gets a seq: it is set aside alone in `quarantine`.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -36,7 +37,18 @@ export interface BufferStats {
   dropped: number;
   lastSeq: number;
   appended: number;
+  /** records removed because a receipt named them */
   acked: number;
+  /** records set aside as invalid (never sent) */
+  quarantined: number;
+}
+
+/** A record that failed the contract where it was made, kept for a technician to look at. */
+export interface QuarantineEntry {
+  device: string;
+  reason: string;
+  /** the record as made (JSON, no secrets), clipped */
+  raw: string;
 }
 
 export interface OutgoingBatch {
@@ -54,9 +66,16 @@ export interface RecordBuffer {
   takeAlarms(after: number, limit: number): DeviceEvent[];
   /** pending non-alarm records with seq > after, oldest first, split by channel */
   takeRoutine(after: number, limit: number): OutgoingBatch | null;
-  ack(seqs: number[]): void;
-  /** acknowledge a whole published batch: every record of its lane with seq in [from, to] */
-  ackRange(lane: Lane, from: number, to: number): void;
+  /** the records with these seqs still buffered, ascending (to publish a batch again) */
+  read(seqs: number[]): Array<Reading | DeviceEvent>;
+  /** a receipt named these inclusive seq ranges: delete those present (any lane); returns how many */
+  confirm(ranges: ReadonlyArray<readonly [number, number]>): number;
+  /** the lowest seq still buffered (lastSeq + 1 when empty): a batch's `floor` */
+  floor(): number;
+  /** set an invalid record aside (it gets no seq) */
+  quarantine(entries: QuarantineEntry[]): void;
+  /** the newest quarantined records, newest first */
+  quarantined(limit: number): Array<QuarantineEntry & { at: number }>;
   stats(): BufferStats;
   close(): void;
 }
@@ -93,7 +112,14 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
     );
     CREATE INDEX IF NOT EXISTS records_alarms ON records(seq) WHERE alarm = 1;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', 0), ('dropped', 0), ('appended', 0), ('acked', 0), ('seq_reserved', 0), ('clean', 1);
+    INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', 0), ('dropped', 0), ('appended', 0), ('acked', 0), ('seq_reserved', 0), ('clean', 1), ('quarantined', 0);
+    CREATE TABLE IF NOT EXISTS quarantine (
+      id INTEGER PRIMARY KEY,
+      at INTEGER NOT NULL,
+      device TEXT NOT NULL,
+      reason TEXT NOT NULL,
+      raw TEXT NOT NULL
+    );
   `);
 
   const getMeta = db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?');
@@ -118,6 +144,7 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
   let dropped = getMeta.get('dropped')!.value;
   let appended = getMeta.get('appended')!.value;
   let acked = getMeta.get('acked')!.value;
+  let quarantinedCount = getMeta.get('quarantined')!.value;
 
   const insert = db.prepare(
     'INSERT INTO records(seq, kind, alarm, device, name, ts, value, quality, drill, data, buffered_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)',
@@ -129,12 +156,12 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
   const COLS = 'seq, kind, alarm, device, name, ts, value, quality, drill, data';
   const selAlarms = db.prepare<[number, number], RawRow>(`SELECT ${COLS} FROM records WHERE alarm = 1 AND seq > ? ORDER BY seq LIMIT ?`).raw(true);
   const selRoutine = db.prepare<[number, number], RawRow>(`SELECT ${COLS} FROM records NOT INDEXED WHERE seq > ? AND alarm = 0 ORDER BY seq LIMIT ?`).raw(true);
-  const delLane = {
-    alarm: db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ? AND alarm = 1'),
-    reading: db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ? AND kind = 0'),
-    event: db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ? AND kind = 1 AND alarm = 0'),
-  };
-  const del = db.prepare<[number], { alarm: number }>('DELETE FROM records WHERE seq = ? RETURNING alarm');
+  const selOne = db.prepare<[number], RawRow>(`SELECT ${COLS} FROM records WHERE seq = ?`).raw(true);
+  const countAlarms = db.prepare<[number, number], { n: number }>('SELECT count(*) AS n FROM records WHERE alarm = 1 AND seq BETWEEN ? AND ?');
+  const delRange = db.prepare('DELETE FROM records WHERE seq BETWEEN ? AND ?');
+  const minSeq = db.prepare<[], { m: number | null }>('SELECT min(seq) AS m FROM records');
+  const insQuarantine = db.prepare('INSERT INTO quarantine(at, device, reason, raw) VALUES (?,?,?,?)');
+  const selQuarantine = db.prepare<[number], QuarantineEntry & { at: number }>('SELECT at, device, reason, raw FROM quarantine ORDER BY id DESC LIMIT ?');
   const oldest = db.prepare<[], { b: number }>('SELECT buffered_at AS b FROM records ORDER BY seq LIMIT 1');
 
   // from now on a stop is unclean until close() says otherwise
@@ -167,18 +194,20 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
     return { firstSeq, lastSeq: seq, droppedNow, newAlarms };
   });
 
-  const ackTx = db.transaction((seqs: number[]) => {
+  const confirmTx = db.transaction((ranges: ReadonlyArray<readonly [number, number]>) => {
     let n = 0;
     let a = 0;
-    for (const s of seqs) {
-      const r = del.get(s);
-      if (r) {
-        n++;
-        a += r.alarm;
-      }
+    for (const [from, to] of ranges) {
+      a += countAlarms.get(from, to)!.n;
+      n += delRange.run(from, to).changes;
     }
     if (n) addMeta.run(n, 'acked');
     return { n, a };
+  });
+  const quarantineTx = db.transaction((entries: QuarantineEntry[]) => {
+    const now = opts.clock.now();
+    for (const e of entries) insQuarantine.run(now, e.device, e.reason, e.raw);
+    addMeta.run(entries.length, 'quarantined');
   });
 
   const toRecord = ([seq, kind, alarm, device, name, ts, value, quality, drill, data]: RawRow): Reading | DeviceEvent =>
@@ -194,14 +223,9 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
           data: data ? (JSON.parse(data) as Record<string, unknown>) : {},
         };
 
-  // An acknowledgement lost in a power cut only means a record is sent again (ingest
-  // deduplicates), so acks commit without fsync; the next FULL commit syncs them anyway.
+  // A receipt lost in a power cut only means a record is sent again (ingest deduplicates), so
+  // confirmations commit without fsync; the next FULL commit syncs them anyway.
   const fullSync = (opts.synchronous ?? 'normal') === 'full';
-  const ackRangeTx = db.transaction((lane: Lane, from: number, to: number) => {
-    const n = delLane[lane].run(from, to).changes;
-    if (n) addMeta.run(n, 'acked');
-    return n;
-  });
 
   return {
     append(records, o = {}) {
@@ -231,24 +255,36 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
       }
       return { readings, events, lastSeq: rows[rows.length - 1]![0] };
     },
-    ack(seqs) {
-      if (seqs.length === 0) return;
-      const r = ackTx(seqs);
-      depth -= r.n;
-      alarms -= r.a;
-      acked += r.n;
+    read(seqs) {
+      const out: Array<Reading | DeviceEvent> = [];
+      for (const s of [...seqs].sort((a, b) => a - b)) {
+        const row = selOne.get(s);
+        if (row) out.push(toRecord(row));
+      }
+      return out;
     },
-    ackRange(lane, from, to) {
+    confirm(ranges) {
+      if (ranges.length === 0) return 0;
       if (fullSync) db.pragma('synchronous = NORMAL');
       try {
-        const n = ackRangeTx(lane, from, to);
-        depth -= n;
-        if (lane === 'alarm') alarms -= n;
-        acked += n;
+        const r = confirmTx(ranges);
+        depth -= r.n;
+        alarms -= r.a;
+        acked += r.n;
+        return r.n;
       } finally {
         if (fullSync) db.pragma('synchronous = FULL');
       }
     },
+    floor() {
+      return depth > 0 ? (minSeq.get()!.m ?? lastSeq + 1) : lastSeq + 1;
+    },
+    quarantine(entries) {
+      if (entries.length === 0) return;
+      quarantineTx(entries);
+      quarantinedCount += entries.length;
+    },
+    quarantined: (limit) => selQuarantine.all(limit),
     stats() {
       const o = depth > 0 ? oldest.get() : undefined;
       return {
@@ -259,6 +295,7 @@ export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
         lastSeq,
         appended,
         acked,
+        quarantined: quarantinedCount,
       };
     },
     close() {

@@ -75,8 +75,12 @@ export const edgeConfigSchema = z
       reconnectMs: z.number().int().min(100).max(600_000).default(2000),
       /** records per uplink batch (≤ MAX_BATCH of the contract) */
       batchSize: z.number().int().min(1).max(5000).default(1000),
-      /** batches awaiting PUBACK at once */
-      inflight: z.number().int().min(1).max(64).default(8),
+      /** batches awaiting the centre's receipt at once, per lane group (alarms have their own window) */
+      inflight: z.number().int().min(1).max(64).default(8)
+        .describe("batches awaiting the centre's receipt at once, per lane group (alarms have a window of their own)"),
+      /** a batch without a receipt this long after it was sent is sent again (docs/delivery.md) */
+      receiptTimeoutMs: z.number().int().min(1000).max(3_600_000).default(30_000)
+        .describe('a batch with no receipt this long after it was sent is sent again, whatever the broker said (docs/delivery.md)'),
     }),
     dataDir: z.string().min(1),
     deviceBroker: hostPort(1884).default({ port: 1884, host: '127.0.0.1' }),

@@ -19,8 +19,10 @@ export interface ProfileInfo {
 }
 
 export interface DeviceBroker {
-  port: number;
+  readonly port: number;
   handle: DeviceBrokerHandle;
+  /** accept device connections (when started with listen: false) */
+  listen?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -32,6 +34,12 @@ export interface DriverKit {
     host: string;
     authenticate(username: string, password: string): string | null | Promise<string | null>;
     log: Logger;
+    /** false: listen only when listen() is called (after the drivers registered) */
+    listen?: boolean;
+    /** the gateway's buffer write-error counter: a device message during which it moves is not acknowledged */
+    custodyFailures?(): number;
+    /** a driver could not read a device's message: quarantine it; true once durable */
+    onUnreadable?(deviceId: string, topic: string, reason: string, bytes: number): boolean;
   }): Promise<DeviceBroker>;
   /** WS-Discovery probe for ONVIF cameras (device-drivers' discoverOnvif) */
   discoverOnvif?(opts: { address?: string; port?: number; timeoutMs?: number }): Promise<Array<Record<string, unknown> & { url: string }>>;

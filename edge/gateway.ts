@@ -12,12 +12,13 @@ import {
   type Logger,
 } from '../contract/index.ts';
 import type { DeviceDriver, DeviceHealth, DeviceSpec, Observation } from '../device-drivers/types.ts';
-import { openSqliteBuffer, type BufferStats, type NewRecord, type RecordBuffer } from './buffer.ts';
+import { openSqliteBuffer, type BufferStats, type NewRecord, type QuarantineEntry, type RecordBuffer } from './buffer.ts';
 import { createCommandHandler, type DiscoverQuery } from './commands.ts';
 import type { EdgeConfig } from './config.ts';
 import { loadDefaultDriverKit, type DeviceBroker, type DriverKit, type ProfileInfo } from './drivers.ts';
 import { startEdgeHttp, type EdgeHttp } from './http.ts';
 import { renderMetrics } from './metrics.ts';
+import { checkRecords } from './records.ts';
 import { EnrolmentError, openRegistry, validateDeviceCsv, validateEnrolment, type EnrolledDevice, type Problem, type Registry } from './registry.ts';
 import { DeviceRunner } from './scheduler.ts';
 import { startUplink, type Uplink, type UplinkStats } from './uplink.ts';
@@ -115,6 +116,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     status: buildTopic({ county: config.county, gatewayId: config.gatewayId, channel: 'status' }),
     commands: buildTopic({ county: config.county, gatewayId: config.gatewayId, channel: 'cmd' }) + '/#',
     commandResults: buildTopic({ county: config.county, gatewayId: config.gatewayId, channel: 'cmd-result' }),
+    receipts: buildTopic({ county: config.county, gatewayId: config.gatewayId, channel: 'receipt' }),
   };
 
   const runners = new Map<string, { runner: DeviceRunner; key: string }>();
@@ -148,18 +150,50 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   const pendingLogins = new Map<string, string>();
 
   // ---- buffer in, uplink out
-  function emit(records: NewRecord[], opts?: { enforceCap?: boolean }): void {
+  /**
+   * Check each record against the contract, set bad ones aside (each with a health event), buffer
+   * the rest in one transaction. False when the buffer could not take them (the device broker
+   * then refuses the device's message; a poll's records are lost and counted).
+   */
+  function emit(records: NewRecord[], opts?: { enforceCap?: boolean }): boolean {
+    const { good, bad } = checkRecords(records);
+    const out = bad.length ? [...good, ...bad.map(quarantineEvent)] : good;
     let r;
     try {
-      r = buf().append(records, opts);
+      if (bad.length) buf().quarantine(bad);
+      r = buf().append(out, opts);
     } catch (e) {
       bufferErrors++;
       lastBufferErrorAt = clock.now();
       log.error('buffer write failed; records lost', { records: records.length, error: (e as Error).message });
-      return;
+      return false;
     }
+    for (const q of bad) log.warn('记录不符合协议，已隔离 record quarantined: it breaks the wire contract', { device: q.device, reason: q.reason });
     if (r.dropped > 0) noteDrops(r.dropped);
     uplink?.wake();
+    return true;
+  }
+
+  /** gateway.record_quarantined: the centre learns of every record set aside, never of its content */
+  function quarantineEvent(q: QuarantineEntry): NewRecord {
+    return { kind: 'event', device: config.gatewayId, type: 'gateway.record_quarantined', ts: clock.now(), priority: 'normal', data: { device: q.device, reason: q.reason.slice(0, 300) } };
+  }
+
+  /** A device message its driver could not read: quarantined (without its content) and reported. */
+  function quarantineUnreadable(deviceId: string, topic: string, reason: string, bytes: number): boolean {
+    const device = registry.list().find((d) => hostOf(d.url) === deviceId)?.id ?? deviceId;
+    const q: QuarantineEntry = { device, reason: `unreadable device message on ${topic}: ${reason}`.slice(0, 500), raw: JSON.stringify({ device, topic, bytes }) };
+    try {
+      buf().quarantine([q]);
+      buf().append([quarantineEvent(q)]);
+    } catch (e) {
+      bufferErrors++;
+      lastBufferErrorAt = clock.now();
+      log.error('buffer write failed; unreadable device message not acknowledged', { device, error: (e as Error).message });
+      return false;
+    }
+    uplink?.wake();
+    return true;
   }
 
   /** Drops are reported as an event (never itself dropped) at most once a minute, and in metrics and birth. */
@@ -516,11 +550,16 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
         http = await startEdgeHttp({ gateway: gw, host: config.http.host, port: config.http.port, token: config.http.token, log: log.child('http') });
         const k = await getKit();
         if (k.startDeviceBroker) {
+          // created now (drivers need its handle), listening only once the drivers are registered:
+          // a device's message is acknowledged only after the buffer has it (docs/delivery.md)
           deviceBroker = await k.startDeviceBroker({
             port: config.deviceBroker.port,
             host: config.deviceBroker.host,
             authenticate: authenticateDevice,
             log: log.child('device-broker'),
+            listen: false,
+            custodyFailures: () => bufferErrors,
+            onUnreadable: quarantineUnreadable,
           });
         }
         uplink = await startUplink({
@@ -533,6 +572,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
           reconnectMs: config.uplink.reconnectMs,
           batchSize: config.uplink.batchSize,
           inflight: config.uplink.inflight,
+          receiptTimeoutMs: config.uplink.receiptTimeoutMs,
           maxRecordsPerSecond: config.buffer.replayPerSecond,
           topics,
           buffer: buf(),
@@ -545,6 +585,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
           birthReady: () => statesKnown,
         });
         await reconcile();
+        await deviceBroker?.listen?.();
         // The birth tells the centre each device's state: wait until it is known (first poll or
         // message) rather than announce every device offline at start, at most 5 s.
         void settleStates();
@@ -592,7 +633,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
     remove,
     importCsv,
     writeDevice,
-    inject: (records) => emit(records),
+    inject: (records) => void emit(records),
     metrics: () =>
       renderMetrics({
         gatewayId: config.gatewayId,

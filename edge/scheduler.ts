@@ -178,8 +178,9 @@ export class DeviceRunner {
     for (const o of obs) {
       this.stats.observations++;
       if (o.kind === 'reading') {
-        if (!Number.isFinite(o.value)) continue;
-        if (this.filter.pass(o.metric, o.value, o.quality, now)) {
+        // a value that is not a number skips the deadband: the gateway quarantines it, never silently
+        if (!Number.isFinite(o.value)) records.push({ kind: 'reading', device: this.o.spec.id, metric: o.metric, ts: o.ts, value: o.value, quality: o.quality });
+        else if (this.filter.pass(o.metric, o.value, o.quality, now)) {
           records.push({ kind: 'reading', device: this.o.spec.id, metric: o.metric, ts: o.ts, value: o.value, quality: o.quality });
         } else this.stats.suppressed++;
       } else {

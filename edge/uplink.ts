@@ -1,11 +1,16 @@
 // The uplink: MQTT QoS 1 to the central broker with a persistent session (clean: false, client
 // id = gateway id). It pumps the durable buffer: alarms first, then the backlog oldest first at a
-// bounded rate, a window of batches awaiting PUBACK; a batch leaves the buffer only on PUBACK.
-// A retained birth message on connect; the broker publishes the last will (offline) if we vanish.
+// bounded rate. Custody (docs/delivery.md): a record leaves the buffer only when the centre's
+// receipt on `…/{gatewayId}/receipt` names its seq; a PUBACK only frees the MQTT window. At most
+// `inflight` batches per lane group wait for a receipt; one without a receipt after
+// `receiptTimeoutMs` is published again (what of it is still buffered). Every batch carries
+// `floor`, the lowest seq still buffered. A retained birth message on connect; the broker
+// publishes the last will (offline) if we vanish.
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { MAX_BATCH, type Clock, type DeviceEvent, type GatewayStatus, type Logger, type Reading } from '../contract/index.ts';
+import { MAX_BATCH, parsePayload, receiptSchema, type Clock, type DeviceEvent, type GatewayStatus, type Logger, type Reading } from '../contract/index.ts';
 import type { Lane, RecordBuffer } from './buffer.ts';
+import { CustodyTracker, type OutstandingBatch } from './custody.ts';
 
 export type UplinkState = 'connecting' | 'connected' | 'disconnected' | 'stopped';
 
@@ -16,6 +21,8 @@ export interface UplinkTopics {
   /** subscription filter for our own commands, e.g. …/gw-1/cmd/# */
   commands: string;
   commandResults: string;
+  /** our own receipts, …/gw-1/receipt */
+  receipts: string;
 }
 
 export interface UplinkOptions {
@@ -27,7 +34,10 @@ export interface UplinkOptions {
   keepaliveSeconds: number;
   reconnectMs: number;
   batchSize: number;
+  /** batches awaiting a receipt per lane group (alarms, routine) */
   inflight: number;
+  /** a batch without a receipt this long after it was sent is sent again */
+  receiptTimeoutMs: number;
   maxRecordsPerSecond: number;
   topics: UplinkTopics;
   buffer: RecordBuffer;
@@ -47,9 +57,20 @@ export interface UplinkStats {
   connects: number;
   disconnects: number;
   batchesSent: number;
-  recordsAcked: number;
   alarmsSent: number;
+  /** batches awaiting PUBACK (the MQTT window) */
   inflightBatches: number;
+  /** batches awaiting a receipt */
+  awaitingReceipt: number;
+  receipts: number;
+  /** receipts that were not valid (logged, ignored) */
+  badReceipts: number;
+  /** records deleted from the buffer because a receipt named them */
+  recordsConfirmed: number;
+  /** batches published again for want of a receipt */
+  resends: number;
+  /** ms since the oldest batch still without a receipt was first sent, 0 when none */
+  oldestUnconfirmedMs: number;
   publishErrors: number;
   lastConnectedAt: number | null;
   lastError: string | null;
@@ -62,7 +83,7 @@ export interface Uplink {
   stats(): UplinkStats;
   publishBirth(): Promise<void>;
   publishResult(payload: unknown): Promise<void>;
-  /** graceful: publishes offline (retained) and disconnects; unacked records stay buffered */
+  /** graceful: publishes offline (retained) and disconnects; records without a receipt stay buffered */
   stop(): Promise<void>;
 }
 
@@ -89,62 +110,97 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
   }
 
   let state: UplinkState = 'connecting';
-  const s: UplinkStats = {
+  const s: Omit<UplinkStats, 'awaitingReceipt' | 'oldestUnconfirmedMs'> = {
     state,
     connects: 0,
     disconnects: 0,
     batchesSent: 0,
-    recordsAcked: 0,
     alarmsSent: 0,
     inflightBatches: 0,
+    receipts: 0,
+    badReceipts: 0,
+    recordsConfirmed: 0,
+    resends: 0,
     publishErrors: 0,
     lastConnectedAt: null,
     lastError: null,
   };
-  // Cursors: the highest seq handed to MQTT so far, per lane. Records at or below a cursor are
-  // in flight (MQTT.js keeps and resends them across reconnects) or already acknowledged.
+  // Cursors: the highest seq published so far, per lane. Records above a cursor have never been
+  // sent; those at or below it are awaiting a receipt (tracked by `custody`) or confirmed.
   let alarmCursor = 0;
   let routineCursor = 0;
-  let inflight = 0;
   let pumping = false;
   let stopped = false;
   // token bucket for bounded replay
   let tokens = o.maxRecordsPerSecond;
   let refilledAt = o.clock.now();
   let refillTimer: unknown = null;
+  const custody = new CustodyTracker(o.clock, o.receiptTimeoutMs, () => resendDue());
 
   const client: MqttClient = mqtt.connect(o.url, opts);
 
-  const publish = (topic: string, payload: string, lane: Lane, from: number, to: number, count: number) => {
-    const alarm = lane === 'alarm';
-    inflight++;
-    s.inflightBatches = inflight;
+  /** one batch of one lane on the wire; `resend` names the outstanding batch it repeats */
+  const publish = (lane: Lane, records: Reading[] | DeviceEvent[], resend?: OutstandingBatch) => {
+    const kind = lane === 'reading' ? 'readings' : 'events';
+    const seqs = records.map((r) => r.seq);
+    // floor: the lowest seq still buffered, never above this batch's own (docs/delivery.md)
+    const floor = Math.min(o.buffer.floor(), seqs[0]!);
+    const payload = JSON.stringify({ v: 1, gateway: o.gatewayId, sentAt: o.clock.now(), floor, [kind]: records });
+    if (resend) {
+      custody.resent(resend.id, seqs);
+      s.resends++;
+    } else custody.sent(lane, seqs);
+    s.inflightBatches++;
     s.batchesSent++;
-    if (alarm) s.alarmsSent += count;
-    client.publish(topic, payload, { qos: 1 }, (err) => {
-      inflight--;
-      s.inflightBatches = inflight;
+    if (lane === 'alarm') s.alarmsSent += records.length;
+    client.publish(kind === 'readings' ? o.topics.readings : o.topics.events, payload, { qos: 1 }, (err) => {
+      s.inflightBatches--;
       if (err) {
+        // still awaiting its receipt: sent again after receiptTimeoutMs
         s.publishErrors++;
         s.lastError = err.message;
-        // Not acknowledged: read these again from the buffer (ingest deduplicates by seq).
-        if (alarm) alarmCursor = Math.min(alarmCursor, from - 1);
-        else routineCursor = Math.min(routineCursor, from - 1);
-        if (!stopped) o.log.warn('publish not acknowledged; records stay buffered', { error: err.message, records: count });
-        return;
+        if (!stopped) o.log.warn('publish not acknowledged by the broker; records stay buffered', { error: err.message, records: records.length });
       }
-      try {
-        o.buffer.ackRange(lane, from, to);
-        s.recordsAcked += count;
-      } catch (e) {
-        o.log.error('could not remove acknowledged records from the buffer', { error: (e as Error).message });
-      }
-      pump();
     });
   };
 
-  const batchPayload = (kind: 'readings' | 'events', records: Reading[] | DeviceEvent[]) =>
-    JSON.stringify({ v: 1, gateway: o.gatewayId, sentAt: o.clock.now(), [kind]: records });
+  /** publish again what of each due (or given) batch is still buffered, alarms first */
+  function resend(batches: OutstandingBatch[]): void {
+    for (const b of batches) {
+      const records = o.buffer.read(b.seqs);
+      if (records.length === 0) {
+        custody.resent(b.id, []);
+        continue;
+      }
+      // a batch never grows: what is left of it fits one message
+      publish(b.lane, records as Reading[] | DeviceEvent[], b);
+    }
+  }
+
+  function resendDue(): void {
+    if (stopped || state !== 'connected') return; // on reconnect
+    try {
+      const due = custody.due();
+      if (due.length) o.log.warn('no receipt in time; sending again', { batches: due.length, receiptTimeoutMs: o.receiptTimeoutMs });
+      resend(due);
+    } catch (e) {
+      o.log.error('resend failed', { error: (e as Error).message });
+    }
+  }
+
+  function onReceipt(payload: Buffer): void {
+    const r = parsePayload(receiptSchema, payload);
+    if (!r.ok || r.value.gateway !== o.gatewayId) {
+      s.badReceipts++;
+      o.log.warn('回执无效，已忽略 invalid receipt ignored', { error: r.ok ? `receipt for gateway "${r.value.gateway}", not ${o.gatewayId}` : r.error });
+      return;
+    }
+    s.receipts++;
+    const ranges = [...r.value.seqs].sort((a, b) => a[0] - b[0]);
+    s.recordsConfirmed += o.buffer.confirm(ranges);
+    custody.confirm(ranges);
+    pump();
+  }
 
   const refill = () => {
     const now = o.clock.now();
@@ -152,40 +208,42 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     refilledAt = now;
   };
 
+  /** false when the bucket is empty (a timer will pump again) */
+  function haveTokens(): boolean {
+    refill();
+    if (tokens >= 1) return true;
+    if (!refillTimer) {
+      const wait = Math.max(1, Math.ceil(((1 - tokens) * 1000) / o.maxRecordsPerSecond));
+      refillTimer = o.clock.setTimeout(() => {
+        refillTimer = null;
+        pump();
+      }, Math.max(wait, 10));
+    }
+    return false;
+  }
+
   function pump(): void {
     if (pumping || stopped || state !== 'connected') return;
     pumping = true;
     try {
       for (;;) {
-        // 1. alarms: never wait behind the backlog, never rate-limited
-        const alarms = o.buffer.takeAlarms(alarmCursor, batchSize);
-        if (alarms.length) {
-          alarmCursor = alarms[alarms.length - 1]!.seq;
-          publish(o.topics.events, batchPayload('events', alarms), 'alarm', alarms[0]!.seq, alarmCursor, alarms.length);
-          continue;
+        // 1. alarms: their own window, never behind the backlog, never rate-limited
+        if (custody.count('alarm') < o.inflight) {
+          const alarms = o.buffer.takeAlarms(alarmCursor, batchSize);
+          if (alarms.length) {
+            alarmCursor = alarms[alarms.length - 1]!.seq;
+            publish('alarm', alarms);
+            continue;
+          }
         }
         // 2. the backlog, oldest first, bounded by the window and the rate
-        if (inflight >= o.inflight) break;
-        refill();
-        if (tokens < 1) {
-          if (!refillTimer) {
-            const wait = Math.max(1, Math.ceil(((1 - tokens) * 1000) / o.maxRecordsPerSecond));
-            refillTimer = o.clock.setTimeout(() => {
-              refillTimer = null;
-              pump();
-            }, Math.max(wait, 10));
-          }
-          break;
-        }
-        const n = Math.max(1, Math.min(batchSize, Math.floor(tokens)));
-        const batch = o.buffer.takeRoutine(routineCursor, n);
+        if (custody.count('routine') >= o.inflight || !haveTokens()) break;
+        const batch = o.buffer.takeRoutine(routineCursor, Math.max(1, Math.min(batchSize, Math.floor(tokens))));
         if (!batch) break;
         routineCursor = batch.lastSeq;
         tokens -= batch.readings.length + batch.events.length;
-        const ev = batch.events;
-        const rd = batch.readings;
-        if (ev.length) publish(o.topics.events, batchPayload('events', ev), 'event', ev[0]!.seq, ev[ev.length - 1]!.seq, ev.length);
-        if (rd.length) publish(o.topics.readings, batchPayload('readings', rd), 'reading', rd[0]!.seq, rd[rd.length - 1]!.seq, rd.length);
+        if (batch.events.length) publish('event', batch.events);
+        if (batch.readings.length) publish('reading', batch.readings);
       }
     } catch (e) {
       o.log.error('uplink pump failed', { error: (e as Error).message });
@@ -204,8 +262,9 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     s.connects++;
     s.lastConnectedAt = o.clock.now();
     o.log.info('uplink connected', { url: o.url, sessionPresent: connack.sessionPresent });
-    client.subscribe(o.topics.commands, { qos: 1 }, (err) => {
-      if (err) o.log.error('could not subscribe to commands', { error: err.message });
+    client.subscribe([o.topics.commands, o.topics.receipts], { qos: 1 }, (err, granted) => {
+      if (err) o.log.error('could not subscribe to commands and receipts', { error: err.message });
+      else if (granted?.some((g) => g.qos === 128)) o.log.error('代理拒绝订阅 the broker refused a subscription; check its ACL for this gateway', { refused: granted.filter((g) => g.qos === 128).map((g) => g.topic) });
     });
     if (o.birthReady?.() !== false) publishBirth().catch((e) => o.log.warn('birth not acknowledged', { error: (e as Error).message }));
     try {
@@ -213,6 +272,13 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     } catch (e) {
       o.log.error('onConnected failed', { error: (e as Error).message });
     }
+    // alarms without a receipt go first, then whatever else is due, then the backlog
+    try {
+      resend(custody.alarms());
+    } catch (e) {
+      o.log.error('resend failed', { error: (e as Error).message });
+    }
+    resendDue();
     pump();
   });
   client.on('close', () => {
@@ -236,16 +302,22 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
   });
   client.on('message', (topic, payload) => {
     try {
-      o.onCommand(topic, payload);
+      if (topic === o.topics.receipts) onReceipt(payload);
+      else o.onCommand(topic, payload);
     } catch (e) {
-      o.log.error('command handler failed', { topic, error: (e as Error).message });
+      o.log.error(topic === o.topics.receipts ? 'receipt handling failed' : 'command handler failed', { topic, error: (e as Error).message });
     }
   });
+
+  const stats = (): UplinkStats => {
+    const oldest = custody.oldestFirstSentAt();
+    return { ...s, state, awaitingReceipt: custody.size(), oldestUnconfirmedMs: oldest === null ? 0 : Math.max(0, o.clock.now() - oldest) };
+  };
 
   return {
     wake: pump,
     state: () => state,
-    stats: () => ({ ...s, state }),
+    stats,
     publishBirth,
     publishResult: (payload) =>
       new Promise<void>((resolve, reject) => {
@@ -254,6 +326,7 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     async stop() {
       if (stopped) return;
       if (refillTimer) o.clock.clearTimeout(refillTimer);
+      custody.stop();
       if (state === 'connected') {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, 2000);

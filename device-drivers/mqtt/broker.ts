@@ -1,6 +1,13 @@
 // The gateway's own device broker (aedes): gates, kiosks and call buttons log in with credentials
 // of their own and may publish only under `devices/{theirId}/…` and subscribe only to their own
 // command topic. Client ids or usernames with `+` or `#` are refused; `$SYS` stays protected.
+//
+// No acknowledgement before custody (docs/delivery.md, step 1): aedes sends PUBACK (QoS 1) before
+// it hands a message to in-process subscribers, so drivers do not subscribe through aedes. A
+// device's publish is handed to its driver's listeners synchronously inside authorizePublish
+// (driver → gateway → buffer append is synchronous), and authorized only if a listener exists
+// and the gateway kept it (its custody-failure counter did not move). Refused, aedes sends no
+// PUBACK / PUBREC and closes the connection; the device's client sends it again on reconnect.
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import type { Logger } from '../../contract/index.ts';
@@ -16,11 +23,23 @@ export interface DeviceBrokerOptions {
   /** returns the device id these credentials belong to, or null */
   authenticate(username: string, password: string): string | null | Promise<string | null>;
   log: Logger;
+  /** false: create the broker (and its handle, for drivers) but accept connections only after listen() */
+  listen?: boolean;
+  /** a counter of failures to take custody (the gateway's buffer write errors); a message during which it moves is refused */
+  custodyFailures?(): number;
+  /**
+   * A listener threw on a message (a payload the driver cannot read): return true once it is set
+   * aside durably (quarantined), and the message is acknowledged; false refuses it.
+   */
+  onUnreadable?(deviceId: string, topic: string, reason: string, bytes: number): boolean;
 }
 
 export interface DeviceBroker {
-  port: number;
-  url: string;
+  /** 0 until listening */
+  readonly port: number;
+  readonly url: string;
+  /** start accepting connections (no-op when already listening) */
+  listen(): Promise<void>;
   handle: DeviceBrokerHandle;
   /** device ids with an open connection */
   connectedDevices(): string[];
@@ -37,6 +56,29 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
   const log = opts.log.child('device-broker');
   const host = opts.host ?? '127.0.0.1';
   const connected = new Map<string, number>();
+  /** device id → its drivers' listeners (messages reach them only through authorizePublish) */
+  const listeners = new Map<string, Set<(topic: string, payload: Buffer) => void>>();
+
+  /** Hand a device's message to its listeners now; null when custody was taken, else why not. */
+  function deliver(deviceId: string, topic: string, payload: Buffer): string | null {
+    const fns = listeners.get(deviceId);
+    if (!fns?.size) return `no driver is ready for device ${deviceId}`;
+    const before = opts.custodyFailures?.() ?? 0;
+    for (const fn of [...fns]) {
+      try {
+        fn(topic, payload);
+      } catch (e) {
+        const reason = String((e as Error)?.message ?? e).slice(0, 300);
+        if (!opts.onUnreadable) {
+          log.warn('device message not readable; acknowledged and dropped', { device: deviceId, topic, reason });
+          continue;
+        }
+        if (!opts.onUnreadable(deviceId, topic, reason, payload.length)) return 'an unreadable message could not be set aside';
+      }
+    }
+    if ((opts.custodyFailures?.() ?? 0) !== before) return 'the gateway could not buffer the message';
+    return null;
+  }
 
   const broker = await Aedes.createBroker({
     preConnect(client, packet, cb) {
@@ -81,7 +123,21 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
       if (!id || !topic.startsWith(`devices/${id}/`) || topic.startsWith(`devices/${id}/cmd`))
         return cb(new Error(`device ${id} may publish only under devices/${id}/`));
       if (packet.payload && packet.payload.length > MAX_DEVICE_PAYLOAD) return cb(new Error('payload too large'));
-      cb(null);
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '');
+      const take = () => {
+        const refused = deliver(id, topic, payload);
+        if (refused) {
+          log.warn('device message not acknowledged; the device will send it again', { device: id, topic, reason: refused });
+          return cb(new Error(refused));
+        }
+        cb(null);
+      };
+      // [MQTT-4.3.3-2] a QoS 2 PUBLISH sent again (DUP) whose first copy we hold is not taken twice
+      if (packet.qos === 2 && packet.dup) {
+        (broker as unknown as { persistence: { incomingGetPacket(c: unknown, p: unknown): Promise<unknown> } }).persistence.incomingGetPacket(client, packet).then(() => cb(null), take);
+        return;
+      }
+      take();
     },
     authorizeSubscribe(client, sub, cb) {
       const id = (client as unknown as Tagged)[DEVICE];
@@ -113,25 +169,27 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
     s.on('close', () => sockets.delete(s));
     broker.handle(s);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => resolve());
-  });
-  const port = (server.address() as { port: number }).port;
+  let port = 0;
+  let listening: Promise<void> | null = null;
+  const listen = () =>
+    (listening ??= new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, host, () => {
+        port = (server.address() as { port: number }).port;
+        resolve();
+      });
+    }));
+  if (opts.listen !== false) await listen();
 
   const handle: DeviceBrokerHandle = {
     onDeviceMessage(deviceId, fn) {
-      const topic = `devices/${deviceId}/#`;
-      const listener = (packet: { topic: string; payload: Buffer | string }, cb: () => void) => {
-        try {
-          if (!packet.topic.startsWith(`devices/${deviceId}/cmd`)) fn(packet.topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload));
-        } catch (e) {
-          log.error('device message listener failed', { device: deviceId, error: e });
-        }
-        cb();
+      let fns = listeners.get(deviceId);
+      if (!fns) listeners.set(deviceId, (fns = new Set()));
+      fns.add(fn);
+      return () => {
+        fns.delete(fn);
+        if (fns.size === 0 && listeners.get(deviceId) === fns) listeners.delete(deviceId);
       };
-      broker.subscribe(topic, listener as never, () => {});
-      return () => broker.unsubscribe(topic, listener as never, () => {});
     },
     publishToDevice(deviceId, subtopic, payload) {
       return new Promise((resolve, reject) =>
@@ -144,13 +202,18 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
   };
 
   return {
-    port,
-    url: `mqtt://${host}:${port}`,
+    get port() {
+      return port;
+    },
+    get url() {
+      return `mqtt://${host}:${port}`;
+    },
+    listen,
     handle,
     connectedDevices: () => [...connected.keys()],
     async close() {
       for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+      if (listening) await new Promise<void>((r) => server.close(() => r()));
       await new Promise<void>((r) => broker.close(() => r()));
     },
   };

@@ -1,7 +1,7 @@
 // MQTT devices (gates, kiosks, call buttons) publish to the gateway's device broker; this driver
 // maps their payloads to readings and events as the device's profile declares, and sends commands
-// for writable points. Nothing a device sends can throw out of here: a bad payload is counted in
-// health and logged without its content.
+// for writable points. A bad payload is counted in health, logged without its content and
+// thrown to the device broker, which sets it aside (quarantine) before acknowledging it.
 import { randomBytes } from 'node:crypto';
 import type { DeviceDriver, DeviceSpec, DriverContext, Observation } from '../types.ts';
 import { DriverError } from '../types.ts';
@@ -115,6 +115,8 @@ export async function createMqttDriver(spec: DeviceSpec, profile: MqttProfile, c
           const err = e instanceof DriverError ? e : new DriverError(String((e as Error)?.message ?? e), 'driver_bug', false);
           health.partial(err);
           log.warn('device message refused', { topic: subtopic, error: err.message });
+          // the broker sets the unreadable message aside (quarantine) before it acknowledges it
+          throw err;
         }
       });
     },
