@@ -8,7 +8,10 @@ import {
   type DeviceEvent, type Reading,
 } from '../contract/index.ts';
 import { createGateway, openRegistry, parseEdgeConfig, type Gateway } from './index.ts';
-import { createManualClock, scriptedKit, scriptedProfile, startMosquitto, type ManualClock, type MosquittoHandle, type ScriptedDevice } from './testing.ts';
+import {
+  createManualClock, scriptedKit, scriptedProfile, startMosquitto, startReceiptResponder,
+  type ManualClock, type MosquittoHandle, type ReceiptResponder, type ScriptedDevice,
+} from './testing.ts';
 
 const COUNTY = '370102';
 const SITE = '37/3701/370102/3737000001';
@@ -27,16 +30,16 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-interface Collected { readings: Reading[]; events: DeviceEvent[]; status: unknown[]; results: unknown[]; order: string[] }
+interface Collected { readings: Reading[]; events: DeviceEvent[]; status: unknown[]; results: unknown[]; order: string[]; floors: Array<number | undefined> }
 async function subscriber(gatewayId: string): Promise<{ client: MqttClient; got: Collected }> {
-  const got: Collected = { readings: [], events: [], status: [], results: [], order: [] };
+  const got: Collected = { readings: [], events: [], status: [], results: [], order: [], floors: [] };
   const client = await mqtt.connectAsync(broker.url, { clientId: `sub-${gatewayId}-${Math.random().toString(16).slice(2)}`, clean: true });
   const base = buildTopic({ county: COUNTY, gatewayId, channel: 'readings' }).replace(/\/readings$/, '');
   client.on('message', (topic, payload) => {
     const ch = topic.slice(base.length + 1);
     got.order.push(ch);
-    if (ch === 'readings') { const r = parsePayload(readingBatchSchema, payload); if (!r.ok) throw new Error(r.error); got.readings.push(...r.value.readings); }
-    if (ch === 'events') { const r = parsePayload(eventBatchSchema, payload); if (!r.ok) throw new Error(r.error); got.events.push(...r.value.events); }
+    if (ch === 'readings') { const r = parsePayload(readingBatchSchema, payload); if (!r.ok) throw new Error(r.error); got.readings.push(...r.value.readings); got.floors.push(r.value.floor); }
+    if (ch === 'events') { const r = parsePayload(eventBatchSchema, payload); if (!r.ok) throw new Error(r.error); got.events.push(...r.value.events); got.floors.push(r.value.floor); }
     if (ch === 'status') { const r = parsePayload(gatewayStatusSchema, payload); if (!r.ok) throw new Error(r.error); got.status.push(r.value); }
     if (ch === 'cmd-result') { const r = parsePayload(commandResultSchema, payload); if (!r.ok) throw new Error(r.error); got.results.push(r.value); }
   });
@@ -71,14 +74,24 @@ async function makeGateway(devices: Record<string, ScriptedDevice>, over: Record
     ...over,
   });
   const gw = await createGateway(cfg, { clock, log: silentLogger, drivers: scriptedKit(profiles, devices, clock), random: () => 0.5 });
-  return { gw, clock, gatewayId };
+  const centre = await centreFor(gatewayId);
+  return { gw, clock, gatewayId, centre };
 }
+
+/** the stand-in centre: receipts what it receives of one gateway (no ingest worker runs here) */
+async function centreFor(gatewayId: string): Promise<ReceiptResponder> {
+  const centre = await startReceiptResponder(broker.url, { filter: `xiaoan/v1/+/+/+/${gatewayId}` });
+  centres.push(centre);
+  return centre;
+}
+const centres: ReceiptResponder[] = [];
 
 const gateways: Gateway[] = [];
 const clients: MqttClient[] = [];
 afterEach(async () => {
   for (const g of gateways.splice(0)) await g.stop();
   for (const c of clients.splice(0)) await c.endAsync();
+  for (const c of centres.splice(0)) await c.close();
 });
 
 describe('gateway', () => {
@@ -98,12 +111,17 @@ describe('gateway', () => {
     expect(got.readings.map((r) => r.value)).toEqual([20, 21]);
     expect(got.readings.map((r) => r.seq)).toEqual([1, 2]);
     expect(got.readings[0]).toMatchObject({ device: 'temp-1', metric: 'temperature', quality: 'good' });
+    await until(() => gw.status().buffer.depth === 0, 'the first two receipted');
     // integrity: after 60 s the unchanged value is sent again
     await clock.advance(60_000);
     await until(() => got.readings.length >= 3, 'integrity report');
     expect(got.readings[2]!.value).toBe(21.1);
-    await until(() => gw.status().buffer.depth === 0, 'buffer drained after PUBACK');
+    await until(() => gw.status().buffer.depth === 0, 'buffer drained on receipts');
     expect(gw.status().buffer.acked).toBe(3);
+    expect(gw.status().uplink).toMatchObject({ receipts: 3, recordsConfirmed: 3, awaitingReceipt: 0, resends: 0 });
+    // each batch carried the lowest seq still buffered
+    expect(got.floors[0]).toBe(1);
+    expect(got.floors[2]).toBe(3);
     // retained birth lists the device with its expected interval
     const birth = got.status.find((s) => (s as { state: string }).state === 'online') as { devices: Array<{ id: string; expectedIntervalMs: number }> };
     expect(birth.devices).toEqual([expect.objectContaining({ id: 'temp-1', expectedIntervalMs: 60_000, state: 'online' })]);
@@ -377,5 +395,100 @@ describe('buffer cap', () => {
     expect(reports.reduce((s, e) => s + Number(e.data.dropped), 0)).toBe(st.dropped);
     expect(300 - kept.length).toBe(st.dropped);
     expect(kept).toEqual(Array.from({ length: kept.length }, (_, i) => 300 - kept.length + i));
+  });
+});
+
+describe('custody: receipts, not PUBACKs', () => {
+  const readings = (clock: ManualClock, from: number, n: number) =>
+    Array.from({ length: n }, (_, k) => ({ kind: 'reading' as const, device: 'temp-1', metric: 'temperature', ts: clock.now(), value: from + k, quality: 'good' as const }));
+
+  it('keeps records the broker acknowledged but the centre never receipted, sends them again after the timeout, and lets go on receipt', async () => {
+    const { gw, clock, gatewayId, centre } = await makeGateway({}, { uplink: { url: broker.url, password: 'x', reconnectMs: 200, receiptTimeoutMs: 30_000 } });
+    gateways.push(gw);
+    centre.receipting = false;
+    await gw.start();
+    await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+    await new Promise((r) => setTimeout(r, 200)); // receipt subscription in place
+    gw.inject(readings(clock, 0, 5));
+    gw.inject([{ kind: 'event', device: 'smoke-1', type: 'smoke.alarm', ts: clock.now(), priority: 'alarm', data: {} }]);
+    await until(() => (centre.received.get(gatewayId)?.size ?? 0) === 6 && gw.status().uplink!.inflightBatches === 0, 'both batches PUBACKed');
+    // PUBACKed, but no receipt: everything stays buffered
+    expect(gw.status().buffer.depth).toBe(6);
+    expect(gw.status().uplink).toMatchObject({ awaitingReceipt: 2, recordsConfirmed: 0 });
+    const first = centre.batches.get(gatewayId)!;
+    // a receipt that is not valid (another gateway's, or not a receipt) is ignored
+    const receiptTopic = buildTopic({ county: COUNTY, gatewayId, channel: 'receipt' });
+    await centre.client.publishAsync(receiptTopic, JSON.stringify({ v: 1, gateway: 'gw-other', ts: clock.now(), seqs: [[1, 6]] }), { qos: 1 });
+    await centre.client.publishAsync(receiptTopic, '{"v":1,"seqs":"all"}', { qos: 1 });
+    await until(() => gw.status().uplink!.badReceipts === 2, 'bad receipts counted');
+    expect(gw.status().buffer.depth).toBe(6);
+    // the timeout passes: both batches go out again, the alarm first
+    await clock.advance(30_000);
+    await until(() => centre.batches.get(gatewayId)! >= 2 * first, 'resent');
+    expect(gw.status().uplink!.resends).toBe(2);
+    expect(gw.status().uplink!.oldestUnconfirmedMs).toBe(30_000);
+    expect(gw.metrics()).toMatch(/xiaoan_edge_uplink_resends_total\{gateway="[^"]+"\} 2/);
+    expect(gw.status().buffer.depth).toBe(6);
+    // the centre stores and receipts: the buffer lets go of exactly what it named
+    centre.receipting = true;
+    await centre.receiptPending();
+    await until(() => gw.status().buffer.depth === 0, 'buffer drained on receipts');
+    expect(gw.status().uplink).toMatchObject({ recordsConfirmed: 6, awaitingReceipt: 0, oldestUnconfirmedMs: 0 });
+    expect(gw.metrics()).toMatch(/xiaoan_edge_uplink_records_confirmed_total\{gateway="[^"]+"\} 6/);
+  });
+
+  it('sends again what a broker accepted and dropped (no subscriber there), until every record lands', async () => {
+    const { gw, clock, gatewayId, centre } = await makeGateway({});
+    gateways.push(gw);
+    await gw.start();
+    await until(() => gw.status().uplink?.state === 'connected', 'uplink');
+    await new Promise((r) => setTimeout(r, 200));
+    gw.inject(readings(clock, 0, 3));
+    await until(() => gw.status().buffer.depth === 0, 'first records receipted');
+    // the centre goes away (clean session: the broker keeps nothing for it) and the broker
+    // acknowledges and drops what the gateway sends, as Mosquitto does for a lost $share group
+    await centre.close();
+    centres.splice(centres.indexOf(centre), 1);
+    const sentBefore = gw.status().uplink!.batchesSent;
+    gw.inject(readings(clock, 100, 4));
+    gw.inject([{ kind: 'event', device: 'smoke-1', type: 'smoke.alarm', ts: clock.now(), priority: 'alarm', data: {} }]);
+    await until(() => gw.status().uplink!.batchesSent === sentBefore + 2 && gw.status().uplink!.inflightBatches === 0, 'PUBACKed into the void');
+    expect(gw.status().buffer.depth).toBe(5);
+    const back = await centreFor(gatewayId);
+    await clock.advance(30_000);
+    await until(() => gw.status().buffer.depth === 0, 'resent and receipted');
+    const got = back.received.get(gatewayId)!;
+    expect([...got].sort((a, b) => a - b)).toEqual([4, 5, 6, 7, 8]);
+  });
+});
+
+describe('records checked where they are made', () => {
+  it('quarantines one malformed record alone, reports it as a health event, and buffers the rest', async () => {
+    const { gw, clock, gatewayId } = await makeGateway({});
+    gateways.push(gw);
+    const { client, got } = await subscriber(gatewayId);
+    clients.push(client);
+    await gw.start();
+    gw.inject([
+      { kind: 'reading', device: 'temp-1', metric: 'temperature', ts: clock.now(), value: 20, quality: 'good' },
+      { kind: 'reading', device: 'temp-1', metric: 'Temperature °C', ts: clock.now(), value: 21, quality: 'good' },
+      { kind: 'reading', device: 'temp-1', metric: 'temperature', ts: clock.now(), value: 22, quality: 'good' },
+    ]);
+    await until(() => got.readings.length === 2 && got.events.length === 1, 'good readings and the health event');
+    expect(got.readings.map((r) => [r.seq, r.value])).toEqual([[1, 20], [2, 22]]);
+    const ev = got.events[0]!;
+    expect(ev).toMatchObject({ device: gatewayId, type: 'gateway.record_quarantined', priority: 'normal', data: { device: 'temp-1', reason: expect.stringMatching(/^reading: metric: /) } });
+    expect(gw.status().buffer.quarantined).toBe(1);
+    expect(gw.metrics()).toMatch(/xiaoan_edge_records_quarantined_total\{gateway="[^"]+"\} 1/);
+    await until(() => gw.status().buffer.depth === 0, 'receipted');
+    const dir = gw.config.dataDir;
+    await gw.stop();
+    const { openSqliteBuffer } = await import('./buffer.ts');
+    const b = openSqliteBuffer({ file: join(dir, 'buffer.sqlite'), maxRecords: 100, clock });
+    const q = b.quarantined(10);
+    b.close();
+    expect(q).toHaveLength(1);
+    expect(q[0]).toMatchObject({ device: 'temp-1', reason: expect.stringMatching(/metric/) });
+    expect(JSON.parse(q[0]!.raw)).toMatchObject({ kind: 'reading', metric: 'Temperature °C', value: 21 });
   });
 });

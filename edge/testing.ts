@@ -1,10 +1,12 @@
 // Test and benchmark helpers for the edge: a manual clock, a real Mosquitto process on a free
-// port, and a scripted DeviceDriver kit (for where the device itself is not what is under test).
+// port, a stand-in centre that sends receipts, and a scripted DeviceDriver kit (for where the
+// device itself is not what is under test).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import type { Clock } from '../contract/index.ts';
+import mqtt, { type MqttClient } from 'mqtt';
+import { eventBatchSchema, parsePayload, readingBatchSchema, toSeqRanges, type Clock } from '../contract/index.ts';
 import type { DeviceDriver, DeviceHealth, DeviceSpec, Observation } from '../device-drivers/types.ts';
 import type { DriverKit, ProfileInfo } from './drivers.ts';
 import { freePort } from '../device-drivers/index.ts';
@@ -194,4 +196,71 @@ export function scriptedKit(profiles: ProfileInfo[], devices: Record<string, Scr
       return driver;
     },
   };
+}
+
+export interface ReceiptResponder {
+  client: MqttClient;
+  /** batches received per gateway id (every copy) */
+  batches: Map<string, number>;
+  /** seqs received per gateway id */
+  received: Map<string, Set<number>>;
+  /** seqs receipted per gateway id */
+  receipted: Map<string, Set<number>>;
+  /** false: take batches (PUBACK) but send no receipt, as a centre that stored nothing */
+  receipting: boolean;
+  /** receipt everything received so far and not yet receipted */
+  receiptPending(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * A stand-in for the centre where no ingest worker runs: it subscribes to the gateways' readings
+ * and events (all of them, or `filter`) and answers each batch with a receipt naming its seqs on
+ * the gateway's own `…/receipt` topic (docs/delivery.md), as a worker does after its commit.
+ */
+export async function startReceiptResponder(brokerUrl: string, opts: { filter?: string; clientId?: string; clean?: boolean } = {}): Promise<ReceiptResponder> {
+  const client = await mqtt.connectAsync(brokerUrl, {
+    clientId: opts.clientId ?? `receipts-${Math.random().toString(16).slice(2)}`,
+    clean: opts.clean ?? true,
+    reconnectPeriod: 200,
+  });
+  const r: ReceiptResponder = {
+    client,
+    batches: new Map(),
+    received: new Map(),
+    receipted: new Map(),
+    receipting: true,
+    async receiptPending() {
+      for (const [gw, seqs] of r.received) {
+        const done = r.receipted.get(gw) ?? new Set<number>();
+        const todo = [...seqs].filter((s) => !done.has(s));
+        if (todo.length) await send(gatewayTopic.get(gw)!, gw, todo);
+      }
+    },
+    close: () => client.endAsync(true),
+  };
+  const gatewayTopic = new Map<string, string>();
+  const send = async (topic: string, gateway: string, seqs: number[]) => {
+    const set = r.receipted.get(gateway) ?? new Set<number>();
+    r.receipted.set(gateway, set);
+    for (const s of seqs) set.add(s);
+    await client.publishAsync(topic, JSON.stringify({ v: 1, gateway, ts: Date.now(), seqs: toSeqRanges(seqs) }), { qos: 1 });
+  };
+  client.on('message', (topic, payload) => {
+    const channel = topic.slice(topic.lastIndexOf('/') + 1);
+    const parsed = channel === 'readings' ? parsePayload(readingBatchSchema, payload) : channel === 'events' ? parsePayload(eventBatchSchema, payload) : null;
+    if (!parsed?.ok) return;
+    const batch = parsed.value as { gateway: string; readings?: Array<{ seq: number }>; events?: Array<{ seq: number }> };
+    const seqs = (batch.readings ?? batch.events ?? []).map((x) => x.seq);
+    const receiptTopic = topic.slice(0, topic.lastIndexOf('/') + 1) + 'receipt';
+    gatewayTopic.set(batch.gateway, receiptTopic);
+    r.batches.set(batch.gateway, (r.batches.get(batch.gateway) ?? 0) + 1);
+    const got = r.received.get(batch.gateway) ?? new Set<number>();
+    r.received.set(batch.gateway, got);
+    for (const s of seqs) got.add(s);
+    if (r.receipting) void send(receiptTopic, batch.gateway, seqs).catch(() => {});
+  });
+  const filter = opts.filter ?? 'xiaoan/v1/+/+/+/+';
+  await client.subscribeAsync([`${filter}/readings`, `${filter}/events`], { qos: 1 });
+  return r;
 }
