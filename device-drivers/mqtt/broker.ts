@@ -5,8 +5,9 @@
 // No acknowledgement before custody (docs/delivery.md, step 1): aedes sends PUBACK (QoS 1) before
 // it hands a message to in-process subscribers, so drivers do not subscribe through aedes. A
 // device's publish is handed to its driver's listeners synchronously inside authorizePublish
-// (driver → gateway → buffer append is synchronous), and authorized only if a listener exists
-// and the gateway kept it (its custody-failure counter did not move). Refused, aedes sends no
+// (driver → gateway → buffer append is synchronous). In custody mode (the gateway) it is
+// authorized only if a listener exists and the gateway kept it (its custody-failure counter did
+// not move). Refused, aedes sends no
 // PUBACK / PUBREC and closes the connection; the device's client sends it again on reconnect.
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
@@ -25,7 +26,11 @@ export interface DeviceBrokerOptions {
   log: Logger;
   /** false: create the broker (and its handle, for drivers) but accept connections only after listen() */
   listen?: boolean;
-  /** a counter of failures to take custody (the gateway's buffer write errors); a message during which it moves is refused */
+  /**
+   * Custody mode (the gateway): a counter of failures to take custody (its buffer write errors).
+   * A message during which it moves, or for a device with no listener, is refused. Without it
+   * (standalone use, driver tests) a message nobody listens to is acknowledged and dropped.
+   */
   custodyFailures?(): number;
   /**
    * A listener threw on a message (a payload the driver cannot read): return true once it is set
@@ -62,7 +67,12 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
   /** Hand a device's message to its listeners now; null when custody was taken, else why not. */
   function deliver(deviceId: string, topic: string, payload: Buffer): string | null {
     const fns = listeners.get(deviceId);
-    if (!fns?.size) return `no driver is ready for device ${deviceId}`;
+    if (!fns?.size) {
+      // custody mode (the gateway passes custodyFailures): nobody can keep it, so no acknowledgement
+      if (opts.custodyFailures) return `no driver is ready for device ${deviceId}`;
+      log.debug('device message with no listener; acknowledged and dropped (broker not in custody mode)', { device: deviceId, topic });
+      return null;
+    }
     const before = opts.custodyFailures?.() ?? 0;
     for (const fn of [...fns]) {
       try {

@@ -208,3 +208,61 @@ describe('MQTT kiosk', () => {
     for (const clear of [VALID_ID, wrong, '王小明', '赵六']) expect(everything).not.toContain(clear);
   });
 });
+
+describe('device broker in custody mode (the gateway)', () => {
+  it('acknowledges a QoS 1 or 2 message only once a listener kept it, hands it over once, and quarantines what cannot be read', async () => {
+    let failures = 0;
+    let failNext = false;
+    const unreadable: string[] = [];
+    const broker = await startDeviceBroker({
+      port: 0,
+      authenticate: (u, p) => (PASSWORDS[u] === p ? u : null),
+      log,
+      listen: false,
+      custodyFailures: () => failures,
+      onUnreadable: (device, topic, reason) => (unreadable.push(`${device} ${topic} ${reason}`), true),
+    });
+    cleanup.push(() => broker.close());
+    // not listening until told: the drivers register first
+    expect(broker.port).toBe(0);
+    await broker.listen();
+    const kept: string[] = [];
+    const connectGate = () => mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: `g-${Math.random()}`, reconnectPeriod: 0 });
+
+    // no listener for the device yet: no PUBACK, the connection closes
+    const c1 = await connectGate();
+    cleanup.push(() => c1.endAsync(true));
+    const closed1 = new Promise<void>((r) => c1.once('close', () => r()));
+    let acked1 = false;
+    c1.publish('devices/gate-1/state', '{"n":1}', { qos: 1 }, (e) => (acked1 = !e));
+    await closed1;
+    expect(acked1).toBe(false);
+
+    const off = broker.handle.onDeviceMessage('gate-1', (topic, payload) => {
+      if (payload.toString() === 'not json') throw new Error('payload on state is not JSON');
+      if (failNext) {
+        failNext = false;
+        failures++; // the buffer could not take it
+        return;
+      }
+      kept.push(`${topic} ${payload.toString()}`);
+    });
+    const c2 = await connectGate();
+    cleanup.push(() => c2.endAsync(true));
+    await c2.publishAsync('devices/gate-1/state', '{"n":2}', { qos: 1 });
+    await c2.publishAsync('devices/gate-1/state', '{"n":3}', { qos: 2 });
+    expect(kept).toEqual(['devices/gate-1/state {"n":2}', 'devices/gate-1/state {"n":3}']);
+    // unreadable: set aside, then acknowledged
+    await c2.publishAsync('devices/gate-1/state', 'not json', { qos: 1 });
+    expect(unreadable).toEqual(['gate-1 devices/gate-1/state payload on state is not JSON']);
+    // the buffer failed: refused, the connection closes
+    failNext = true;
+    const closed2 = new Promise<void>((r) => c2.once('close', () => r()));
+    let acked2 = false;
+    c2.publish('devices/gate-1/state', '{"n":4}', { qos: 2 }, (e) => (acked2 = !e));
+    await closed2;
+    expect(acked2).toBe(false);
+    expect(kept).toHaveLength(2);
+    off();
+  });
+});
