@@ -1,13 +1,13 @@
 // Helpers for the edge fault tests: a real gateway process (`xiaoan edge --config FILE`), a real
 // Mosquitto as the uplink broker, a device publishing through the gateway's device broker with
 // the real MQTT driver (a site profile from XIAOAN_PROFILES), and a verifying subscriber that
-// deduplicates by (gateway, seq) like ingest does.
+// deduplicates by (gateway, seq) like ingest does and, as the stand-in centre, sends receipts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
-import { buildTopic, eventBatchSchema, gatewayStatusSchema, parsePayload, readingBatchSchema, type DeviceEvent, type GatewayStatus, type Reading } from '../contract/index.ts';
+import { buildTopic, eventBatchSchema, gatewayStatusSchema, parsePayload, readingBatchSchema, toSeqRanges, type DeviceEvent, type GatewayStatus, type Reading } from '../contract/index.ts';
 import { freePort } from '../edge/index.ts';
 
 export const COUNTY = '370102';
@@ -116,20 +116,18 @@ export async function connectDevice(s: GatewaySetup): Promise<MqttClient> {
 }
 
 /**
- * Publish counter values with QoS 2, `window` at a time; `acked` gets each value whose PUBCOMP
- * came back. QoS 2 because aedes answers a QoS 1 PUBLISH with PUBACK *before* it hands the
- * message to in-process subscribers, while for QoS 2 it sends PUBREC only after the gateway's
- * listener ran — and that listener writes the reading to the buffer synchronously. So an
- * acknowledged value here is a value the gateway had on disk.
+ * Publish counter values (QoS 2 unless told), `window` at a time; `acked` gets each value whose
+ * PUBCOMP (PUBACK) came back. The gateway's device broker acknowledges only once the reading is
+ * in its buffer (docs/delivery.md), so an acknowledged value is a value the gateway had on disk.
  */
-export async function publishCounter(dev: MqttClient, from: number, to: number, acked: Set<number>, opts: { window?: number; stop?: () => boolean } = {}): Promise<void> {
+export async function publishCounter(dev: MqttClient, from: number, to: number, acked: Set<number>, opts: { window?: number; stop?: () => boolean; qos?: 1 | 2 } = {}): Promise<void> {
   const window = opts.window ?? 50;
   let next = from;
   const worker = async () => {
     while (next < to && !opts.stop?.()) {
       const n = next++;
       try {
-        await dev.publishAsync('devices/burst-1/state', JSON.stringify({ n }), { qos: 2 });
+        await dev.publishAsync('devices/burst-1/state', JSON.stringify({ n }), { qos: opts.qos ?? 2 });
         acked.add(n);
       } catch {
         return;
@@ -150,11 +148,16 @@ export interface Verifier {
   /** same seq delivered with different content: must stay 0 */
   conflicts: string[];
   statuses: GatewayStatus[];
+  /** receipts sent (one per batch received) */
+  receipts: number;
   close(): Promise<void>;
 }
 
-/** A subscriber with a persistent session (QoS 1), deduplicating by (gateway, seq) like ingest. */
-export async function startVerifier(brokerUrl: string, gatewayId: string): Promise<Verifier> {
+/**
+ * A subscriber with a persistent session (QoS 1), deduplicating by (gateway, seq) like ingest,
+ * that answers every batch with a receipt naming its seqs, as the centre does after its commit.
+ */
+export async function startVerifier(brokerUrl: string, gatewayId: string, opts: { receipts?: boolean } = {}): Promise<Verifier> {
   const base = buildTopic({ county: COUNTY, gatewayId, channel: 'readings' }).replace(/\/readings$/, '');
   const v: Verifier = {
     client: await mqtt.connectAsync(brokerUrl, { clientId: `verify-${gatewayId}`, clean: false, reconnectPeriod: 200 }),
@@ -164,6 +167,7 @@ export async function startVerifier(brokerUrl: string, gatewayId: string): Promi
     duplicates: 0,
     conflicts: [],
     statuses: [],
+    receipts: 0,
     close: async () => {
       await v.client.endAsync(true);
     },
@@ -182,16 +186,23 @@ export async function startVerifier(brokerUrl: string, gatewayId: string): Promi
     v.client.on('connect', (c) => console.log('verifier connect sessionPresent', c.sessionPresent));
     v.client.on('message', (topic, payload) => console.log('verifier got', topic, payload.length));
   }
+  const receipt = (seqs: number[]) => {
+    if (opts.receipts === false || seqs.length === 0) return;
+    v.receipts++;
+    v.client.publish(`${base}/receipt`, JSON.stringify({ v: 1, gateway: gatewayId, ts: Date.now(), seqs: toSeqRanges(seqs) }), { qos: 1 });
+  };
   v.client.on('message', (topic, payload) => {
     const ch = topic.slice(base.length + 1);
     if (ch === 'readings') {
       const r = parsePayload(readingBatchSchema, payload);
       if (!r.ok) v.conflicts.push(`bad batch: ${r.error}`);
       else for (const x of r.value.readings) take(v.readings, x, 'r:');
+      if (r.ok) receipt(r.value.readings.map((x) => x.seq));
     } else if (ch === 'events') {
       const r = parsePayload(eventBatchSchema, payload);
       if (!r.ok) v.conflicts.push(`bad batch: ${r.error}`);
       else for (const x of r.value.events) take(v.events, x, 'e:');
+      if (r.ok) receipt(r.value.events.map((x) => x.seq));
     } else if (ch === 'status') {
       const r = parsePayload(gatewayStatusSchema, payload);
       if (r.ok) v.statuses.push(r.value);
