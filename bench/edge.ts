@@ -4,7 +4,7 @@
 // 2. The gateway polling 500 simulated Modbus devices (real driver, simulators in a separate
 //    process, temperature/humidity profile with its deadband): CPU and memory of the gateway
 //    process, polls/s and records forwarded/s to a real Mosquitto.
-// 3. Replay of a 1,000,000-reading backlog to Mosquitto (QoS 1, PUBACK before delete) beside
+// 3. Replay of a 1,000,000-reading backlog to Mosquitto (QoS 1, delete on the receipt) beside
 //    the broker's own limit: the same batches published straight from memory, no SQLite.
 // The last line is JSON.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -15,6 +15,7 @@ import mqtt from 'mqtt';
 import { createLogger, systemClock, type Logger } from '../contract/index.ts';
 import { createGateway, openSqliteBuffer, parseEdgeConfig, type NewRecord } from '../edge/index.ts';
 import { startMosquitto } from '../edge/index.ts';
+import { startReceiptResponder } from '../edge/testing.ts';
 
 const quick = process.argv.includes('--quick');
 const DEVICES = quick ? 100 : 500;
@@ -86,6 +87,7 @@ async function loadTest(brokerUrl: string): Promise<void> {
     uplink: { url: brokerUrl }, dataDir: join(work, 'load'), http: { port: 0 }, deviceBroker: { port: 0 },
     devices: sims.urls.map((url, i) => ({ id: `th-${i}`, profile: 'temp-humidity-generic', url, intervalMs: 5000 })),
   });
+  const centre = await startReceiptResponder(brokerUrl, { filter: 'xiaoan/v1/+/+/+/gw-bench-load' });
   const gw = await createGateway(cfg, { log });
   await gw.start();
   // let every device poll once (first polls are spread over one interval)
@@ -123,6 +125,7 @@ async function loadTest(brokerUrl: string): Promise<void> {
   console.log(`  ${r.recordsPerSecond.toFixed(1)} records/s forwarded of ${(r.pollsPerSecond * 4).toFixed(0)} values read/s (deadband + integrity), buffer depth ${r.bufferDepth}`);
   out.load = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.round(v * 10) / 10]));
   await gw.stop();
+  await centre.close();
   sims.child.kill('SIGTERM');
 }
 
@@ -151,7 +154,7 @@ async function brokerLimit(brokerUrl: string): Promise<number> {
 }
 
 async function replay(brokerUrl: string): Promise<number> {
-  console.log(`\n# replay of a ${fmt(BACKLOG)}-reading backlog (batches of ${BATCH}, ${INFLIGHT} awaiting PUBACK)`);
+  console.log(`\n# replay of a ${fmt(BACKLOG)}-reading backlog (batches of ${BATCH}, ${INFLIGHT} awaiting a receipt)`);
   const dir = join(work, 'replay');
   const b = openSqliteBuffer({ file: join(dir, 'buffer.sqlite'), maxRecords: BACKLOG * 2, clock: systemClock });
   const t0 = performance.now();
@@ -165,8 +168,10 @@ async function replay(brokerUrl: string): Promise<number> {
     uplink: { url: brokerUrl, batchSize: BATCH, inflight: INFLIGHT }, dataDir: dir, http: { port: 0 }, deviceBroker: { port: 0 },
     buffer: { maxRecords: BACKLOG * 2, replayPerSecond: 100_000_000 },
   });
+  // the stand-in centre: a receipt for every batch, as an ingest worker sends after its commit
+  const centre = await startReceiptResponder(brokerUrl, { filter: 'xiaoan/v1/+/+/+/gw-bench-replay' });
   const gw = await createGateway(cfg, { log });
-  // from start() (connecting takes a few ms) to the last PUBACK: most of it happens inside start()
+  // from start() (connecting takes a few ms) to the last receipt: most of it happens inside start()
   const t1 = performance.now();
   const cpu0 = process.cpuUsage();
   await gw.start();
@@ -175,6 +180,7 @@ async function replay(brokerUrl: string): Promise<number> {
   const cpu = process.cpuUsage(cpu0);
   console.log(`  gateway CPU during replay: ${((100 * (cpu.user + cpu.system)) / 1e6 / secs).toFixed(0)} % of one core`);
   await gw.stop();
+  await centre.close();
   return BACKLOG / secs;
 }
 
@@ -185,7 +191,7 @@ try {
   await loadTest(broker.url);
   const replayRate = await replay(broker.url);
   const limit = await brokerLimit(broker.url);
-  console.log(`  gateway replay:      ${fmt(replayRate)} readings/s (SQLite read → publish → PUBACK → delete)`);
+  console.log(`  gateway replay:      ${fmt(replayRate)} readings/s (SQLite read → publish → receipt → delete)`);
   console.log(`  Mosquitto's limit:   ${fmt(limit)} readings/s (same batches from memory, QoS 1, same window)`);
   console.log(`  → ${(100 * replayRate / limit).toFixed(0)} % of the broker's limit; ${fmt(BACKLOG)} readings in ${(BACKLOG / replayRate).toFixed(1)} s`);
   console.log('  (FIELD-NOTES: Mosquitto moves ~144k 200-byte QoS 0 messages/s here; a batch carries 1000 readings)');

@@ -83,10 +83,13 @@ export async function startEdgeHttp(o: { gateway: Gateway; host: string; port: n
       const s = gw.status();
       // losing records (the buffer cannot be written) is unhealthy; an uplink outage is not: that is what the buffer is for
       const losing = s.bufferFailing;
+      // connected, but the centre has not receipted for two timeouts: records pile up (docs/delivery.md)
+      const unreceipted = (s.uplink?.oldestUnconfirmedMs ?? 0) > 2 * gw.config.uplink.receiptTimeoutMs;
       return send(res, losing || !s.running ? 503 : 200, {
-        status: !s.running ? 'stopped' : losing ? 'failing' : s.uplink?.state === 'connected' ? 'ok' : 'degraded',
+        status: !s.running ? 'stopped' : losing ? 'failing' : s.uplink?.state === 'connected' && !unreceipted ? 'ok' : 'degraded',
         uplink: s.uplink?.state ?? 'stopped',
-        buffer: { depth: s.buffer.depth, oldestAgeMs: s.buffer.oldestAgeMs, dropped: s.buffer.dropped, lastSeq: s.buffer.lastSeq },
+        buffer: { depth: s.buffer.depth, oldestAgeMs: s.buffer.oldestAgeMs, dropped: s.buffer.dropped, lastSeq: s.buffer.lastSeq, quarantined: s.buffer.quarantined },
+        custody: { awaitingReceipt: s.uplink?.awaitingReceipt ?? 0, oldestUnconfirmedMs: s.uplink?.oldestUnconfirmedMs ?? 0, resends: s.uplink?.resends ?? 0 },
         devices: s.devices,
       });
     }

@@ -7,7 +7,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTopic, parsePayload, readingBatchSchema, silentLogger } from '../contract/index.ts';
 import { createGateway, parseEdgeConfig, type Gateway } from './index.ts';
-import { createManualClock, freePort, scriptedKit, startMosquitto, type MosquittoHandle } from './testing.ts';
+import { createManualClock, freePort, scriptedKit, startMosquitto, startReceiptResponder, type MosquittoHandle } from './testing.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xiaoan-tls-'));
 let broker: MosquittoHandle;
@@ -57,6 +57,8 @@ describe('uplink over TLS', () => {
       if (r.ok) got.push(...r.value.readings.map((x) => x.value));
     });
     await sub.subscribeAsync(buildTopic({ county: '370102', gatewayId: 'gw-tls', channel: 'readings' }), { qos: 1 });
+    // the stand-in centre receipts over the plain listener; the receipt reaches the gateway over TLS
+    const centre = await startReceiptResponder(broker.url);
     const { gw, clock } = await tlsGateway({ ca: join(dir, 'ca.crt'), cert: join(dir, 'client.crt'), key: join(dir, 'client.key') });
     let gw2: Gateway | undefined;
     try {
@@ -65,6 +67,8 @@ describe('uplink over TLS', () => {
       while (got.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       expect(got).toEqual([21.5]);
       expect(gw.status().uplink?.state).toBe('connected');
+      while (gw.status().buffer.depth > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      expect(gw.status().buffer.depth).toBe(0);
       // without a client certificate the broker refuses the gateway, and its records stay buffered
       ({ gw: gw2 } = await tlsGateway({ ca: join(dir, 'ca.crt') }));
       gw2.inject([{ kind: 'reading', device: 'temp-1', metric: 'temperature', ts: clock.now(), value: 1, quality: 'good' }]);
@@ -75,6 +79,7 @@ describe('uplink over TLS', () => {
       await gw.stop();
       await gw2?.stop();
       await sub.endAsync();
+      await centre.close();
     }
   });
 });
