@@ -186,6 +186,7 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     } catch (e) {
       o.log.error('resend failed', { error: (e as Error).message });
     }
+    pump(); // a batch with nothing left to send frees its place in the window
   }
 
   function onReceipt(payload: Buffer): void {
@@ -279,7 +280,6 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
       o.log.error('resend failed', { error: (e as Error).message });
     }
     resendDue();
-    pump();
   });
   client.on('close', () => {
     if (state === 'connected') {
