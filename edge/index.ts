@@ -5,7 +5,7 @@ export type { EdgeConfig, EdgeConfigInput, DeviceEnrolment } from './config.ts';
 export { createGateway, EDGE_VERSION } from './gateway.ts';
 export type { Gateway, GatewayDeps, GatewayRuntimeStatus, DeviceTestResult, DeviceView } from './gateway.ts';
 export { openSqliteBuffer } from './buffer.ts';
-export type { RecordBuffer, NewRecord, BufferStats, OutgoingBatch } from './buffer.ts';
+export type { RecordBuffer, NewRecord, BufferStats, OutgoingBatch, QuarantineEntry } from './buffer.ts';
 export { openRegistry, validateEnrolment, validateDeviceCsv, parseCsv, formatProblem, EnrolmentError } from './registry.ts';
 export type { Registry, EnrolledDevice, Problem, CommandAuditEntry } from './registry.ts';
 export { DeadbandFilter, DeviceRunner } from './scheduler.ts';

@@ -7,8 +7,8 @@
 // device's publish is handed to its driver's listeners synchronously inside authorizePublish
 // (driver → gateway → buffer append is synchronous). In custody mode (the gateway) it is
 // authorized only if a listener exists and the gateway kept it (its custody-failure counter did
-// not move). Refused, aedes sends no
-// PUBACK / PUBREC and closes the connection; the device's client sends it again on reconnect.
+// not move). Refused, aedes sends no PUBACK / PUBREC and closes the connection; the device's
+// client sends it again on reconnect.
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import type { Logger } from '../../contract/index.ts';
