@@ -240,12 +240,14 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
 
   // ---- dead letters ----
   /** Records a dead letter (retrying storage faults); false when the worker stops first. */
-  async function keepDeadLetter(topic: string, reason: DeadLetterReason, detail: string, payload: Buffer | string, gatewayId: string | null, orgPath: string | null): Promise<boolean> {
+  async function keepDeadLetter(
+    topic: string, reason: DeadLetterReason, detail: string, payload: Buffer | string, gatewayId: string | null, orgPath: string | null, unit: 'message' | 'record' = 'message',
+  ): Promise<boolean> {
     stats.deadLetters.total++;
     stats.deadLetters.byReason[reason] = (stats.deadLetters.byReason[reason] ?? 0) + 1;
     log.warn('dead-lettered (转入死信表)', { reason, topic, detail: detail.slice(0, 300) });
     try {
-      await withRetry('dead-letters', () => store.recordDeadLetter({ topic, gatewayId, orgPath, reason, detail, payload }));
+      await withRetry('dead-letters', () => store.recordDeadLetter({ topic, gatewayId, orgPath, reason, detail, payload, unit }));
       return true;
     } catch (e) {
       log.error('could not record dead letter; message left unacknowledged', { error: (e as Error).message });
@@ -258,7 +260,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   /** Each bad record of a valid envelope alone (payload: that record); true when all are kept. */
   async function deadLetterRecords(m: InboundMessage, rejected: RejectedRecord[], gw: GatewayInfo): Promise<boolean> {
     for (const r of rejected) {
-      const ok = await keepDeadLetter(m.topic, 'schema', r.detail, JSON.stringify(r.record) ?? 'null', gw.id, gw.orgPath);
+      const ok = await keepDeadLetter(m.topic, 'schema', r.detail, JSON.stringify(r.record) ?? 'null', gw.id, gw.orgPath, 'record');
       if (!ok) return false;
     }
     return true;
