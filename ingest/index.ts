@@ -22,3 +22,4 @@ export { openDb, migrate, type Db, type Queryable } from './db.ts';
 export { replayDeadLetter, type ReplayResult, type ReplayOutcome } from './replay.ts';
 export { parseUplinkBatch, type ParsedUplink, type RejectedRecord } from './uplink.ts';
 export { claimWorkerIdentity, WorkerIdentityTakenError, type IdentityClaim } from './identity-lock.ts';
+export { openStoreWhenReady, storeMayComeUp, type WaitOptions } from './store-wait.ts';

@@ -109,18 +109,27 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
     try {
       db = await openDb(urlOrDb);
     } catch (e) {
-      throw new Error(`cannot open database ${redactUrl(urlOrDb)}: ${(e as Error).message} (check DATABASE_URL and that the server runs)`);
+      // the driver's error stays as the cause: its code says whether waiting can help (store-wait.ts)
+      throw new Error(`cannot open database ${redactUrl(urlOrDb)}: ${(e as Error).message} (check DATABASE_URL and that the server runs)`, { cause: e });
     }
     ownDb = true;
   } else {
     db = urlOrDb;
     ownDb = opts.ownDb ?? false;
   }
-  await migrate(db);
-  const timescale = db.engine === 'postgres' && (await hasTimescale(db)) && (await readingsIsHypertable(db));
-  if (timescale) await setupTimescale(db, retentionDays, log);
-  const sink = createPostgresSink(db, { timescale, retentionDays, log: log.child('postgres'), now: () => clock.now() });
-  await sink.partitions.ahead();
+  let timescale: boolean;
+  let sink: PostgresSink;
+  try {
+    await migrate(db);
+    timescale = db.engine === 'postgres' && (await hasTimescale(db)) && (await readingsIsHypertable(db));
+    if (timescale) await setupTimescale(db, retentionDays, log);
+    sink = createPostgresSink(db, { timescale, retentionDays, log: log.child('postgres'), now: () => clock.now() });
+    await sink.partitions.ahead();
+  } catch (e) {
+    // the server went away half way (or refused a migration): nothing of this attempt stays open
+    if (ownDb) await db.close().catch(() => {});
+    throw e;
+  }
   log.info('store open', { engine: db.engine, timescale });
 
   const queries = createQueries(db);
