@@ -143,6 +143,17 @@ interface Pending<R extends Reading | DeviceEvent> {
   held: number[];
 }
 
+/**
+ * The receipts naming `seqs` (any order, repeats allowed) for one gateway: inclusive ranges, at most
+ * MAX_BATCH ranges to a receipt (receiptSchema), so a commit with scattered seqs gets several.
+ */
+export function buildReceipts(gatewayId: string, seqs: Iterable<number>, ts: number): Receipt[] {
+  const ranges = toSeqRanges(seqs);
+  const out: Receipt[] = [];
+  for (let i = 0; i < ranges.length; i += MAX_BATCH) out.push({ v: 1, gateway: gatewayId, ts, seqs: ranges.slice(i, i + MAX_BATCH) });
+  return out;
+}
+
 /** The default client id prefix: stable per region and replica (docs/configuration.md). */
 export function defaultClientId(region: string, replica = 'main'): string {
   return `xiaoan-ingest-${region}-${replica}`;
@@ -268,11 +279,8 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
 
   // ---- receipts (docs/delivery.md): after the commit, name every seq the centre now holds ----
   async function sendReceipt(gw: { id: string; county: string }, seqs: number[]): Promise<void> {
-    if (seqs.length === 0) return;
-    const ranges = toSeqRanges(seqs);
     const topic = buildTopic({ county: gw.county, gatewayId: gw.id, channel: 'receipt' });
-    for (let i = 0; i < ranges.length; i += MAX_BATCH) {
-      const receipt: Receipt = { v: 1, gateway: gw.id, ts: clock.now(), seqs: ranges.slice(i, i + MAX_BATCH) };
+    for (const receipt of buildReceipts(gw.id, seqs, clock.now())) {
       try {
         const lane = lanes.control;
         if (!lane) throw new Error('control connection not open');
