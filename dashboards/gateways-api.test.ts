@@ -39,7 +39,7 @@ describe('POST /api/gateways and /api/gateways/:id/remove', () => {
     expect(await stack.store.getGateway('gw-rest-b')).not.toBeNull();
     const bad = await tech.request('POST', '/api/gateways', { id: 'gw/x', county: '3701', orgPath: SCHOOL_A, colour: 'red' });
     expect(bad.status).toBe(400);
-    expect(bad.body.problems).toEqual([
+    expect(bad.body.error.problems).toEqual([
       expect.stringMatching(/unknown field\(s\) colour/),
       expect.stringMatching(/^id: /),
       expect.stringMatching(/^county: "3701" must be a 6-digit county code/),
