@@ -49,6 +49,21 @@ describe('worker identity on PostgreSQL', () => {
     await dying.release();
   });
 
+  it('claims its id again after the database ended its session (a restart)', async () => {
+    const held = await claimWorkerIdentity(t.db, 'xiaoan-ingest-3701-restart');
+    await t.db.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and classid = 7340102 and pid <> pg_backend_pid()`);
+    // within a few seconds it holds it again: another claim is refused
+    let refused = false;
+    for (let i = 0; i < 60 && !refused; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const n = await other.query<{ n: number }>(`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 7340102 and granted`);
+      refused = n.rows[0]!.n === 1 && (await claimWorkerIdentity(other, 'xiaoan-ingest-3701-restart').then((c) => c.release().then(() => false), () => true));
+    }
+    expect(refused).toBe(true);
+    await held.release();
+    await (await claimWorkerIdentity(other, 'xiaoan-ingest-3701-restart')).release();
+  });
+
   it('a second worker of the same region and replica is refused with a message naming the id; another replica starts', async () => {
     const opts = { brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '3701', listeners: [] };
     const first = await createIngestWorker({ ...opts, store });
