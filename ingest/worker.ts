@@ -254,11 +254,12 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   async function keepDeadLetter(
     topic: string, reason: DeadLetterReason, detail: string, payload: Buffer | string, gatewayId: string | null, orgPath: string | null, unit: 'message' | 'record' = 'message',
   ): Promise<boolean> {
-    stats.deadLetters.total++;
-    stats.deadLetters.byReason[reason] = (stats.deadLetters.byReason[reason] ?? 0) + 1;
     log.warn('dead-lettered (转入死信表)', { reason, topic, detail: detail.slice(0, 300) });
     try {
       await withRetry('dead-letters', () => store.recordDeadLetter({ topic, gatewayId, orgPath, reason, detail, payload, unit }));
+      // counted once it is kept, so a count seen means a row to read
+      stats.deadLetters.total++;
+      stats.deadLetters.byReason[reason] = (stats.deadLetters.byReason[reason] ?? 0) + 1;
       return true;
     } catch (e) {
       log.error('could not record dead letter; message left unacknowledged', { error: (e as Error).message });
