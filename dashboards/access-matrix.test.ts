@@ -50,6 +50,7 @@ describe('access matrix: every endpoint × every role × inside/outside the subt
       `insert into alert_attachments (alert_id, kind, mime, device_id, data, created_at) values ($1, 'snapshot', 'image/jpeg', 'cam-1', $2, now()) returning id::int as id`,
       [alertId, Buffer.from([0xff, 0xd8, 0xff, 0xd9])],
     );
+    await stack.store.registerGateway({ id: 'gw-matrix-rm', county: '370102', orgPath: SCHOOL_A, password: 'matrix-password' });
     const enc = encodeURIComponent;
     const since = now - 3600_000;
     const A = 'gw-3737000001';
@@ -72,6 +73,9 @@ describe('access matrix: every endpoint × every role × inside/outside the subt
       'GET /api/gateways': { path: '/api/gateways', inside: [200], outside: [200], leaks: (b) => b.gateways.some((g: any) => g.id === A) },
       'GET /api/devices/trouble': { path: '/api/devices/trouble', inside: [200], outside: [200], leaks: (b) => Object.keys(b.counts).some((k) => k.startsWith(A + '/')) },
       'GET /api/profiles': { path: '/api/profiles', inside: [200], outside: [200] },
+      // registering inside the subtree: 201 the first time, 409 after; outside it: 403
+      'POST /api/gateways': { path: '/api/gateways', body: { id: 'gw-matrix-new', county: '370102', orgPath: SCHOOL_A, password: 'matrix-password' }, inside: [201, 409], outside: [403] },
+      'POST /api/gateways/:gatewayId/remove': { path: '/api/gateways/gw-matrix-rm/remove', inside: [200, 404], outside: [404] },
       // no command channel in this stack: 503 proves the request got past scope to the sender
       'POST /api/gateways/:gatewayId/devices': { path: `/api/gateways/${A}/devices`, body: { device: { id: 'x-1', profile: 'temp-humidity-generic', url: 'modbus-tcp://127.0.0.1:1502?unit=1' } }, inside: [503], outside: [404] },
       'POST /api/gateways/:gatewayId/import': { path: `/api/gateways/${A}/import`, body: { csv: 'id,profile,url\nx-2,temp-humidity-generic,modbus-tcp://127.0.0.1:1502' }, inside: [503, 200], outside: [404] },

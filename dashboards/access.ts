@@ -14,6 +14,8 @@ export const PERMISSIONS = {
   'devices.read': ['desk', 'tech', 'author', 'admin'],
   /** enrol, test, remove, discover, import devices (commands to the gateway) */
   'devices.manage': ['tech'],
+  /** register and remove gateways centrally (xiaoan gateway add / remove) */
+  'gateways.manage': ['tech', 'admin'],
   'readings.read': ['desk', 'tech', 'author', 'admin'],
   /** live camera view and snapshots (sensitive: every view is audited) */
   'cameras.view': ['desk', 'tech'],

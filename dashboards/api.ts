@@ -8,6 +8,7 @@ import type { ApiRouter, RequestContext } from './server.ts';
 import { ApiError, badRequest, notFound, readJson, sendJson } from './http.ts';
 import type { DashboardAlerting, DashboardExtras, DashboardStore, CommandSenderLike } from './types.ts';
 import { registerDeviceApi } from './devices-api.ts';
+import { registerGatewayApi } from './gateways-api.ts';
 import { registerRulesApi } from './rules-api.ts';
 import { registerOverviewApi } from './overview.ts';
 import { registerCameraApi } from './cameras.ts';
@@ -317,6 +318,7 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
   });
 
   closers.push(...(await registerDeviceApi(api, deps)));
+  closers.push(...(await registerGatewayApi(api, deps)));
   closers.push(...(await registerRulesApi(api, deps)));
   closers.push(...(await registerOverviewApi(api, deps)));
   closers.push(...(await registerCameraApi(api, deps)));

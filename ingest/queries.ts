@@ -106,6 +106,21 @@ export interface DeadLetterRow {
   detail: string;
   payload: string;
   payloadBytes: number;
+  /** 'message': the payload is a whole MQTT message; 'record': one record set aside from a valid batch */
+  unit: 'message' | 'record';
+  replayedAt: number | null;
+  replayResult: string | null;
+}
+
+export interface DeadLetterFilter {
+  limit?: number;
+  /** epoch ms */
+  since?: number;
+  reason?: string;
+  gatewayId?: string;
+  ids?: number[];
+  /** true: only rows never replayed; false: only replayed ones */
+  unreplayed?: boolean;
 }
 
 export interface EventRow {
@@ -127,7 +142,7 @@ export interface Queries {
   countsByRegion(scope: Scope, q?: { depth?: 1 }): Promise<RegionCount[]>;
   countsByCategory(scope: Scope, q?: { from?: number; to?: number }): Promise<CategoryCount[]>;
   listGateways(scope: Scope): Promise<GatewayRow[]>;
-  deadLetters(scope: Scope, q?: { limit?: number; since?: number; reason?: string }): Promise<DeadLetterRow[]>;
+  deadLetters(scope: Scope, q?: DeadLetterFilter): Promise<DeadLetterRow[]>;
   events(scope: Scope, q?: { device?: string; gatewayId?: string; type?: string; from?: number; to?: number; limit?: number }): Promise<EventRow[]>;
 }
 
@@ -334,9 +349,13 @@ export function createQueries(db: Db): Queries {
       const conds = [where];
       if (q.since !== undefined) { params.push(q.since); conds.push(`received_at >= to_timestamp($${params.length} / 1000.0)`); }
       if (q.reason) { params.push(q.reason); conds.push(`reason = $${params.length}`); }
+      if (q.gatewayId) { params.push(q.gatewayId); conds.push(`gateway_id = $${params.length}`); }
+      if (q.ids) { params.push(q.ids); conds.push(`id = any($${params.length}::bigint[])`); }
+      if (q.unreplayed !== undefined) conds.push(q.unreplayed ? 'replayed_at is null' : 'replayed_at is not null');
       params.push(clampLimit(q.limit, 100, 10_000));
       const r = await db.query<Record<string, unknown>>(
-        `select id, ${ms('received_at')} as received_at, topic, gateway_id, org_path, reason, detail, payload, payload_bytes
+        `select id, ${ms('received_at')} as received_at, topic, gateway_id, org_path, reason, detail, payload, payload_bytes,
+                unit, ${ms('replayed_at')} as replayed_at, replay_result
            from dead_letters where ${conds.join(' and ')} order by id desc limit $${params.length}`,
         params,
       );
@@ -350,6 +369,9 @@ export function createQueries(db: Db): Queries {
         detail: x.detail as string,
         payload: x.payload as string,
         payloadBytes: Number(x.payload_bytes),
+        unit: (x.unit as DeadLetterRow['unit']) ?? 'message',
+        replayedAt: x.replayed_at == null ? null : Number(x.replayed_at),
+        replayResult: (x.replay_result as string) ?? null,
       }));
     },
 

@@ -47,6 +47,8 @@ export interface DeadLetterInput {
   reason: DeadLetterReason;
   detail: string;
   payload: Buffer | string;
+  /** 'message' (default): the payload is the whole MQTT message; 'record': one record of a valid batch */
+  unit?: 'message' | 'record';
 }
 
 export interface Store {
@@ -62,6 +64,8 @@ export interface Store {
   /** the gateway when the password matches, else null (same time either way) */
   verifyGateway(id: string, password: string): Promise<GatewayInfo | null>;
   getGateway(id: string): Promise<GatewayInfo | null>;
+  /** Forget a gateway centrally (its stored readings and events stay as history); false when unknown. */
+  removeGateway(id: string): Promise<boolean>;
   /**
    * Apply a gateway's status (birth with devices, or the last will `offline`). Returns the gateway's
    * org path when the status was newer than the one already applied (so exactly one worker of a
@@ -105,18 +109,27 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
     try {
       db = await openDb(urlOrDb);
     } catch (e) {
-      throw new Error(`cannot open database ${redactUrl(urlOrDb)}: ${(e as Error).message} (check DATABASE_URL and that the server runs)`);
+      // the driver's error stays as the cause: its code says whether waiting can help (store-wait.ts)
+      throw new Error(`cannot open database ${redactUrl(urlOrDb)}: ${(e as Error).message} (check DATABASE_URL and that the server runs)`, { cause: e });
     }
     ownDb = true;
   } else {
     db = urlOrDb;
     ownDb = opts.ownDb ?? false;
   }
-  await migrate(db);
-  const timescale = db.engine === 'postgres' && (await hasTimescale(db)) && (await readingsIsHypertable(db));
-  if (timescale) await setupTimescale(db, retentionDays, log);
-  const sink = createPostgresSink(db, { timescale, retentionDays, log: log.child('postgres'), now: () => clock.now() });
-  await sink.partitions.ahead();
+  let timescale: boolean;
+  let sink: PostgresSink;
+  try {
+    await migrate(db);
+    timescale = db.engine === 'postgres' && (await hasTimescale(db)) && (await readingsIsHypertable(db));
+    if (timescale) await setupTimescale(db, retentionDays, log);
+    sink = createPostgresSink(db, { timescale, retentionDays, log: log.child('postgres'), now: () => clock.now() });
+    await sink.partitions.ahead();
+  } catch (e) {
+    // the server went away half way (or refused a migration): nothing of this attempt stays open
+    if (ownDb) await db.close().catch(() => {});
+    throw e;
+  }
   log.info('store open', { engine: db.engine, timescale });
 
   const queries = createQueries(db);
@@ -210,6 +223,14 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
       return r.rows[0] ? toInfo(r.rows[0]) : null;
     },
 
+    async removeGateway(id) {
+      return db.transaction(async (tx) => {
+        await tx.query('delete from devices where gateway_id = $1', [id]);
+        const r = await tx.query('delete from gateways where id = $1', [id]);
+        return r.rowCount > 0;
+      });
+    },
+
     async applyGatewayStatus(status) {
       return db.transaction(async (tx) => {
         const g = await tx.query<{ org_path: string; county: string }>(
@@ -252,9 +273,9 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
       // Kept as text a person can read (NUL removed, capped at 256 KiB); payload_bytes says how long it was.
       const text = buf.subarray(0, 256 * 1024).toString('utf8').replace(/\u0000/g, '');
       await db.query(
-        `insert into dead_letters (topic, gateway_id, org_path, reason, detail, payload, payload_bytes)
-         values ($1, $2, $3, $4, $5, $6, $7)`,
-        [d.topic.slice(0, 1024), d.gatewayId ?? null, d.orgPath ?? null, d.reason, d.detail.slice(0, 2000), text, buf.length],
+        `insert into dead_letters (topic, gateway_id, org_path, reason, detail, payload, payload_bytes, unit)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [d.topic.slice(0, 1024), d.gatewayId ?? null, d.orgPath ?? null, d.reason, d.detail.slice(0, 2000), text, buf.length, d.unit ?? 'message'],
       );
     },
 

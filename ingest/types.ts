@@ -18,16 +18,21 @@ export interface CommandSender {
   send(gatewayId: string, command: Command, timeoutMs?: number): Promise<CommandResult>;
 }
 
-/** Why an uplink message went to the dead-letter table. */
+/** Why an uplink message (or one record of it) went to the dead-letter table. */
 export const DEAD_LETTER_REASONS = [
   'topic',            // topic does not parse / wrong channel
   'not_json',         // payload is not JSON
-  'schema',           // breaks the contract schema (or an unsupported wire version)
-  'unknown_gateway',  // gateway id not registered centrally
+  'schema',           // breaks the contract schema (or an unsupported wire version); a bad record alone when the envelope is valid
   'gateway_mismatch', // gateway id in the payload differs from the topic, or the topic's region is not the gateway's
   'storage',          // the database refused the data itself (not a connection fault)
 ] as const;
 export type DeadLetterReason = (typeof DEAD_LETTER_REASONS)[number];
+/**
+ * Reasons older versions wrote and rows may still carry. `unknown_gateway`: a gateway not yet
+ * registered centrally. Such records are no longer dead-lettered: they stay on the gateway without a
+ * receipt until `xiaoan gateway add` registers it (docs/delivery.md); old rows can be replayed.
+ */
+export const LEGACY_DEAD_LETTER_REASONS = ['unknown_gateway'] as const;
 
 export interface GatewayInfo {
   id: string;

@@ -2,7 +2,7 @@
 // PostgreSQL; real MQTT clients stand in for gateways.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt, { type MqttClient } from 'mqtt';
-import { buildTopic, type Command, type EventBatch, type ReadingBatch } from '../contract/index.ts';
+import { buildTopic, receiptSchema, type Command, type EventBatch, type ReadingBatch, type Receipt } from '../contract/index.ts';
 import { createTestDatabase, ENGINES, type TestDatabase } from '../test/support/databases.ts';
 import { openStore, type Store } from './store.ts';
 import { startCentralBroker, type CentralBroker } from './broker.ts';
@@ -12,7 +12,9 @@ import type { BatchListener, StoredBatch } from './types.ts';
 
 const SCHOOL_A = '37/3701/370102/3737000001';
 const SCHOOL_B = '37/3701/370103/3737000002';
-const topicA = (channel: 'readings' | 'events' | 'status' | 'cmd-result') => buildTopic({ county: '370102', gatewayId: 'gw-a', channel });
+const topicA = (channel: 'readings' | 'events' | 'status' | 'cmd-result' | 'receipt') => buildTopic({ county: '370102', gatewayId: 'gw-a', channel });
+/** every seq a list of receipts names */
+const named = (rs: Receipt[]) => rs.flatMap((r) => r.seqs.flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)));
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, ms = 15_000): Promise<T> {
   const end = Date.now() + ms;
@@ -52,6 +54,7 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
   };
   const failing: BatchListener = { name: 'always-fails', async onStored() { throw new Error('boom'); } };
   let gw: MqttClient;
+  const receipts: Receipt[] = [];
 
   beforeAll(async () => {
     t = await createTestDatabase(engine);
@@ -62,11 +65,15 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
     broker = await startCentralBroker({ port: 0, store, serviceAccounts: [{ username: 'ingest', password: 'ingest-password' }] });
     worker = await createIngestWorker({
       store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '37', shareGroup: 'g1',
-      listeners: [failing, listener],
+      listeners: [failing, listener], gatewayCacheMs: { unknown: 0 },
     });
     await worker.start();
     gw = await connectGateway(broker.url, 'gw-a', 'gw-a-password', {
       topic: topicA('status'), payload: JSON.stringify({ v: 1, gateway: 'gw-a', state: 'offline', ts: Date.now() }),
+    });
+    await gw.subscribeAsync(topicA('receipt'), { qos: 1 });
+    gw.on('message', (topic, payload) => {
+      if (topic === topicA('receipt')) receipts.push(receiptSchema.parse(JSON.parse(payload.toString())));
     });
   });
   afterAll(async () => {
@@ -112,6 +119,57 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
     expect(stored.flatMap((b) => b.readings.map((r) => r.seq)).sort()).toEqual([1, 2, 3, 4]);
     expect(stored[0]!.gateway).toEqual({ id: 'gw-a', orgPath: SCHOOL_A, county: '370102' });
     expect(worker.stats().listenerErrors['always-fails']).toBeGreaterThan(0);
+    // custody: after the commit the gateway is told every seq it sent, the duplicates too
+    await until('receipts', () => new Set(named(receipts)).size === 4);
+    expect([...new Set(named(receipts))].sort()).toEqual([1, 2, 3, 4]);
+    expect(named(receipts).filter((x) => x === 2).length).toBe(2); // each message receipted, the redelivery as well
+    expect(receipts.every((r) => r.gateway === 'gw-a')).toBe(true);
+  });
+
+  it('stores the 99 good records of a batch and dead-letters the bad one alone, receipting all 100', async () => {
+    receipts.length = 0;
+    const before = worker.stats().stored.readings;
+    const now = Date.now();
+    const readings: unknown[] = Array.from({ length: 100 }, (_, i) => ({ seq: 1000 + i, device: 'smoke-1', metric: 'smoke_density', ts: now - 100 + i, value: i / 1000 }));
+    readings[37] = { seq: 1037, device: 'smoke-1', metric: 'Smoke Density', ts: now, value: 1 };
+    const deadBefore = (await store.queries.deadLetters(scopeOf(SCHOOL_A))).length;
+    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: now, floor: 1000, readings });
+    await until('99 stored', () => worker.stats().stored.readings - before === 99);
+    const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-a' and seq between 1000 and 1099");
+    expect(n.rows[0]!.n).toBe(99);
+    const dead = (await store.queries.deadLetters(scopeOf(SCHOOL_A))).slice(0, -deadBefore || undefined);
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({ reason: 'schema', gatewayId: 'gw-a' });
+    expect(dead[0]!.detail).toMatch(/readings\[37\]\.metric/);
+    expect(JSON.parse(dead[0]!.payload)).toMatchObject({ seq: 1037, metric: 'Smoke Density' });
+    await until('receipt of all 100', () => named(receipts).length === 100);
+    expect(receipts.flatMap((r) => r.seqs)).toEqual([[1000, 1099]]);
+  });
+
+  it('leaves records of an unregistered gateway on the gateway (no dead letter, no receipt) until it is registered', async () => {
+    const svc = await connectGateway(broker.url, 'ingest', 'ingest-password');
+    const watcher = await connectGateway(broker.url, 'ingest', 'ingest-password');
+    const newTopic = (channel: 'readings' | 'receipt') => buildTopic({ county: '370102', gatewayId: 'gw-new', channel });
+    const got: Receipt[] = [];
+    await watcher.subscribeAsync(newTopic('receipt'), { qos: 1 });
+    watcher.on('message', (_t, p) => got.push(receiptSchema.parse(JSON.parse(p.toString()))));
+    const body = { v: 1, gateway: 'gw-new', sentAt: Date.now(), readings: [{ seq: 7, device: 'd1', metric: 'temperature', ts: Date.now(), value: 21 }] };
+    const deadBefore = worker.stats().deadLetters.total;
+    const waitingBefore = worker.stats().awaitingRegistration;
+    await pub(svc, newTopic('readings'), body);
+    await until('counted as awaiting registration', () => worker.stats().awaitingRegistration === waitingBefore + 1);
+    await new Promise((r) => setTimeout(r, 200)); // a receipt would have come by now
+    expect(worker.stats().deadLetters.total).toBe(deadBefore);
+    expect(got).toEqual([]);
+    expect((await t.db.query("select 1 from dead_letters where gateway_id = 'gw-new'")).rowCount).toBe(0);
+    // registered now: the gateway's resend is stored and receipted
+    await store.registerGateway({ id: 'gw-new', county: '370102', orgPath: '37/3701/370102', password: 'gw-new-password' });
+    await pub(svc, newTopic('readings'), body);
+    await until('receipt', () => got.length === 1);
+    expect(got[0]!.seqs).toEqual([[7, 7]]);
+    expect((await t.db.query("select 1 from readings where gateway_id = 'gw-new' and seq = 7")).rowCount).toBe(1);
+    svc.end(true);
+    watcher.end(true);
   });
 
   it('stores alarm events and passes them on', async () => {
@@ -128,6 +186,7 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
 
   it('dead-letters bad input with its reason and goes on', async () => {
     const before = worker.stats().deadLetters.total;
+    const storedBefore = worker.stats().stored.readings;
     const svc = await connectGateway(broker.url, 'ingest', 'ingest-password'); // a service account may publish anywhere
     await pub(gw, topicA('readings'), 'not json {');
     await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: Date.now(), readings: [{ seq: 5, device: 'smoke-1', metric: 'Bad Metric', ts: 1, value: 1 }] });
@@ -139,16 +198,18 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
     // the stream goes on after the poison
     await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: Date.now(), readings: [{ seq: 6, device: 'smoke-1', metric: 'smoke_density', ts: Date.now(), value: 0.01 }] });
     svc.end(true);
-    await until('dead letters', () => worker.stats().deadLetters.total - before === 7);
-    await until('stream goes on', () => worker.stats().stored.readings === 5);
-    const rows = await store.queries.deadLetters(scopeOf('37'));
+    await until('dead letters', () => worker.stats().deadLetters.total - before === 6);
+    await until('stream goes on', () => worker.stats().stored.readings === storedBefore + 1);
+    const rows = (await store.queries.deadLetters(scopeOf('37'))).filter((r) => !r.detail.includes('readings[37]'));
     const reasons = rows.map((r) => r.reason).sort();
-    expect(reasons).toEqual(['gateway_mismatch', 'gateway_mismatch', 'not_json', 'schema', 'schema', 'topic', 'unknown_gateway']);
+    // gw-zz is not registered: not invalid, so no dead letter (its records wait on the gateway)
+    expect(reasons).toEqual(['gateway_mismatch', 'gateway_mismatch', 'not_json', 'schema', 'schema', 'topic']);
     expect(rows.find((r) => r.reason === 'schema' && r.detail.includes('metric'))?.detail).toMatch(/readings\[0\]\.metric/);
     // the school sees its own dead letters, the other school none of them
     expect((await store.queries.deadLetters(scopeOf(SCHOOL_A))).length).toBeGreaterThanOrEqual(4);
     expect(await store.queries.deadLetters(scopeOf(SCHOOL_B))).toEqual([]);
-    expect(worker.stats().deadLetters.byReason).toMatchObject({ not_json: 1, unknown_gateway: 1 });
+    expect(worker.stats().deadLetters.byReason).toMatchObject({ not_json: 1 });
+    expect(worker.stats().deadLetters.byReason.unknown_gateway).toBeUndefined();
   });
 
   it('keeps a gateway to its own topics', async () => {

@@ -10,18 +10,19 @@
 //              command results; commands are published here
 // With MQTT 5, events and readings are shared subscriptions ($share/{group}/…), so several workers
 // split one region. MQTT 3.1.1 brokers (the embedded aedes) get plain subscriptions.
+//
+// Custody (docs/delivery.md): after each commit the worker publishes on each gateway's `receipt`
+// topic the seqs it now holds (stored, duplicates, records dead-lettered alone); only then does the
+// gateway delete them. A gateway not registered centrally gets no receipt and no dead letter: its
+// records stay on the gateway until `xiaoan gateway add` registers it.
 
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import {
   commandResultSchema,
   commandSchema,
   describeZodError,
-  eventBatchSchema,
   gatewayStatusSchema,
   parsePayload,
   parseTopic,
-  readingBatchSchema,
   regionFilter,
   regionPath,
   buildTopic,
@@ -32,14 +33,19 @@ import {
   type Command,
   type CommandResult,
   type DeviceEvent,
-  type EventBatch,
   type GatewayStatus,
   type Logger,
-  type ReadingBatch,
+  type Reading,
+  type Receipt,
   type TopicParts,
+  MAX_BATCH,
+  toSeqRanges,
+  ID_PATTERN,
 } from '../contract/index.ts';
+import { claimWorkerIdentity, type IdentityClaim } from './identity-lock.ts';
 import { Lane, type InboundMessage, type LaneState } from './mqtt-lane.ts';
 import { recordKey, type NewKeys, type SinkError } from './postgres/writer.ts';
+import { parseUplinkBatch, type RejectedRecord } from './uplink.ts';
 import type { Store } from './store.ts';
 import type { BatchListener, CommandSender, DeadLetterReason, GatewayInfo, StoredBatch } from './types.ts';
 
@@ -56,9 +62,13 @@ export interface IngestWorkerOptions {
   log?: Logger;
   clock?: Clock;
   /**
-   * client id prefix; give a stable one in production (one per worker process) so the broker keeps
-   * the session (1 hour) and a restarted worker receives what was queued for it meanwhile
+   * This worker's name among the workers of its region (default `main`): the client ids are
+   * `xiaoan-ingest-{region}-{replica}-{lane}`, stable across restarts, so the broker keeps the
+   * session (1 hour) and a restarted worker receives what was queued for it meanwhile. Two workers
+   * of one region need two replica names; a second worker under a taken name is refused.
    */
+  replica?: string;
+  /** client id prefix replacing `xiaoan-ingest-{region}-{replica}` */
   clientId?: string;
   /** 5 (default, falls back to 4 when the broker only speaks 3.1.1) or 4 */
   protocolVersion?: 4 | 5;
@@ -77,6 +87,8 @@ export interface IngestWorkerOptions {
     receiveMaximum?: number;
   };
   retry?: { minMs?: number; maxMs?: number };
+  /** how long a gateway lookup is trusted (default: registered 60 s, unregistered 5 s) */
+  gatewayCacheMs?: { known?: number; unknown?: number };
   reconnectPeriodMs?: number;
   /** how often the rollups of closed minutes are refreshed (default 5,000 ms; 0 = never; no-op on TimescaleDB) */
   rollupEveryMs?: number;
@@ -91,6 +103,9 @@ export interface IngestStats {
   stored: { readings: number; events: number };
   duplicates: { readings: number; events: number };
   deadLetters: { total: number; byReason: Record<string, number> };
+  /** records of gateways not registered centrally, left on their gateway (no receipt) */
+  awaitingRegistration: number;
+  receipts: { published: number; failed: number };
   commits: { readings: number; events: number };
   lastCommit: { records: number; ms: number } | null;
   pendingRecords: number;
@@ -117,12 +132,47 @@ export class CommandTimeoutError extends Error {
   }
 }
 
-interface Pending<T> {
+interface Pending<R extends Reading | DeviceEvent> {
   gateway: GatewayInfo;
-  batch: T;
+  records: R[];
+  floor?: number;
   sentAt: number;
   msg: InboundMessage;
   count: number;
+  /** seqs of this message's records dead-lettered alone: in custody, receipted with the commit */
+  held: number[];
+}
+
+/**
+ * The receipts naming `seqs` (any order, repeats allowed) for one gateway: inclusive ranges, at most
+ * MAX_BATCH ranges to a receipt (receiptSchema), so a commit with scattered seqs gets several.
+ */
+export function buildReceipts(gatewayId: string, seqs: Iterable<number>, ts: number): Receipt[] {
+  const ranges = toSeqRanges(seqs);
+  const out: Receipt[] = [];
+  for (let i = 0; i < ranges.length; i += MAX_BATCH) out.push({ v: 1, gateway: gatewayId, ts, seqs: ranges.slice(i, i + MAX_BATCH) });
+  return out;
+}
+
+/** The default client id prefix: stable per region and replica (docs/configuration.md). */
+export function defaultClientId(region: string, replica = 'main'): string {
+  return `xiaoan-ingest-${region}-${replica}`;
+}
+
+/**
+ * Says at most once a minute per gateway that a gateway is not registered centrally: its records
+ * wait on the gateway, so the log names what to do, not every message.
+ */
+export class RegistrationReminder {
+  private last = new Map<string, number>();
+  constructor(private clock: Clock, private everyMs: number, private say: (gatewayId: string, county: string) => void) {}
+  note(gatewayId: string, county: string): void {
+    const now = this.clock.now();
+    const at = this.last.get(gatewayId);
+    if (at !== undefined && now - at < this.everyMs) return;
+    this.last.set(gatewayId, now);
+    this.say(gatewayId, county);
+  }
 }
 
 const GATEWAY_CACHE_MS = 60_000;
@@ -138,13 +188,18 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   const receiveMaximum = opts.batch?.receiveMaximum ?? 1000;
   const retryMin = opts.retry?.minMs ?? 200;
   const retryMax = opts.retry?.maxMs ?? 5_000;
-  const idBase = opts.clientId ?? `xiaoan-ingest-${hostname().replace(/[^A-Za-z0-9._-]/g, '')}-${opts.region}-${randomBytes(3).toString('hex')}`;
+  const replica = opts.replica ?? 'main';
+  if (!ID_PATTERN.test(replica)) throw new Error(`replica "${replica}" must be 1–64 letters, digits, '.', '_' or '-' (副本名格式错误)`);
+  const idBase = opts.clientId ?? defaultClientId(opts.region, replica);
+  let identity: IdentityClaim | null = null;
 
   const stats = {
     received: { readings: 0, events: 0, status: 0, commandResults: 0 },
     stored: { readings: 0, events: 0 },
     duplicates: { readings: 0, events: 0 },
     deadLetters: { total: 0, byReason: {} as Record<string, number> },
+    awaitingRegistration: 0,
+    receipts: { published: 0, failed: 0 },
     commits: { readings: 0, events: 0 },
     lastCommit: null as { records: number; ms: number } | null,
     storageRetries: 0,
@@ -162,7 +217,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   async function gatewayOf(id: string): Promise<GatewayInfo | null> {
     const c = gatewayCache.get(id);
     const now = clock.now();
-    if (c && now - c.at < (c.info ? GATEWAY_CACHE_MS : UNKNOWN_CACHE_MS)) return c.info;
+    if (c && now - c.at < (c.info ? opts.gatewayCacheMs?.known ?? GATEWAY_CACHE_MS : opts.gatewayCacheMs?.unknown ?? UNKNOWN_CACHE_MS)) return c.info;
     const info = await store.getGateway(id);
     gatewayCache.set(id, { info, at: now });
     return info;
@@ -195,17 +250,58 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   }
 
   // ---- dead letters ----
-  async function deadLetter(m: InboundMessage, reason: DeadLetterReason, detail: string, gatewayId: string | null, orgPath: string | null) {
-    stats.deadLetters.total++;
-    stats.deadLetters.byReason[reason] = (stats.deadLetters.byReason[reason] ?? 0) + 1;
-    log.warn('message dead-lettered (消息转入死信表)', { reason, topic: m.topic, detail: detail.slice(0, 300) });
+  /** Records a dead letter (retrying storage faults); false when the worker stops first. */
+  async function keepDeadLetter(
+    topic: string, reason: DeadLetterReason, detail: string, payload: Buffer | string, gatewayId: string | null, orgPath: string | null, unit: 'message' | 'record' = 'message',
+  ): Promise<boolean> {
+    log.warn('dead-lettered (转入死信表)', { reason, topic, detail: detail.slice(0, 300) });
     try {
-      await withRetry('dead-letters', () => store.recordDeadLetter({ topic: m.topic, gatewayId, orgPath, reason, detail, payload: m.payload }));
-      m.settle();
+      await withRetry('dead-letters', () => store.recordDeadLetter({ topic, gatewayId, orgPath, reason, detail, payload, unit }));
+      // counted once it is kept, so a count seen means a row to read
+      stats.deadLetters.total++;
+      stats.deadLetters.byReason[reason] = (stats.deadLetters.byReason[reason] ?? 0) + 1;
+      return true;
     } catch (e) {
       log.error('could not record dead letter; message left unacknowledged', { error: (e as Error).message });
+      return false;
     }
   }
+  async function deadLetter(m: InboundMessage, reason: DeadLetterReason, detail: string, gatewayId: string | null, orgPath: string | null) {
+    if (await keepDeadLetter(m.topic, reason, detail, m.payload, gatewayId, orgPath)) m.settle();
+  }
+  /** Each bad record of a valid envelope alone (payload: that record); true when all are kept. */
+  async function deadLetterRecords(m: InboundMessage, rejected: RejectedRecord[], gw: GatewayInfo): Promise<boolean> {
+    for (const r of rejected) {
+      const ok = await keepDeadLetter(m.topic, 'schema', r.detail, JSON.stringify(r.record) ?? 'null', gw.id, gw.orgPath, 'record');
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  // ---- receipts (docs/delivery.md): after the commit, name every seq the centre now holds ----
+  async function sendReceipt(gw: { id: string; county: string }, seqs: number[]): Promise<void> {
+    const topic = buildTopic({ county: gw.county, gatewayId: gw.id, channel: 'receipt' });
+    for (const receipt of buildReceipts(gw.id, seqs, clock.now())) {
+      try {
+        const lane = lanes.control;
+        if (!lane) throw new Error('control connection not open');
+        await lane.publish(topic, JSON.stringify(receipt), 1);
+        stats.receipts.published++;
+      } catch (e) {
+        // The records are stored; without a receipt the gateway sends them again and the
+        // duplicates get their receipt then.
+        stats.receipts.failed++;
+        log.warn('receipt not published; the gateway will resend and be receipted then (回执发送失败)', { gateway: gw.id, error: (e as Error).message });
+      }
+    }
+  }
+  const receiptFor = (gw: { id: string; county: string }, seqs: number[]) => void sendReceipt(gw, seqs);
+
+  const reminder = new RegistrationReminder(clock, 60_000, (gatewayId, county) =>
+    log.warn(
+      'gateway not registered centrally; its records stay on the gateway until it is (网关未在中心登记，数据暂留网关)',
+      { gateway: gatewayId, county, todo: `xiaoan gateway add ${gatewayId} --county ${county} --org ORG_PATH --name NAME` },
+    ));
 
   // ---- listeners: events first, readings after, each listener its own fault unit ----
   const dispatch = {
@@ -260,20 +356,32 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     for (const l of Object.values(lanes)) l?.resume();
   };
 
-  function makeWriter<T extends ReadingBatch | EventBatch>(kind: 'readings' | 'events') {
-    const queue: Pending<T>[] = [];
+  function makeWriter<R extends Reading | DeviceEvent>(kind: 'readings' | 'events') {
+    const queue: Pending<R>[] = [];
     let flushing = false;
     let idle: Array<() => void> = [];
-    const records = (b: T) => (kind === 'readings' ? (b as ReadingBatch).readings : (b as EventBatch).events) as Array<{ seq: number }>;
 
-    async function write(items: Pending<T>[]): Promise<NewKeys> {
+    async function write(items: Pending<R>[]): Promise<NewKeys> {
+      // floor: the gateway's lowest unreceipted seq, for the writer's dedup (docs/delivery.md)
       if (kind === 'readings') {
-        return store.sink.writeReadings(items.map((p) => ({ gatewayId: p.gateway.id, readings: (p.batch as ReadingBatch).readings })));
+        return store.sink.writeReadings(items.map((p) => ({ gatewayId: p.gateway.id, readings: p.records as Reading[], floor: p.floor })));
       }
-      return store.sink.writeEvents(items.map((p) => ({ gatewayId: p.gateway.id, events: (p.batch as EventBatch).events })));
+      return store.sink.writeEvents(items.map((p) => ({ gatewayId: p.gateway.id, events: p.records as DeviceEvent[], floor: p.floor })));
     }
 
-    async function commit(items: Pending<T>[]): Promise<void> {
+    /** One receipt per gateway of the commit: every seq of its messages, new or duplicate, and those dead-lettered alone. */
+    function receipt(items: Pending<R>[]) {
+      const byGateway = new Map<string, { gw: GatewayInfo; seqs: number[] }>();
+      for (const p of items) {
+        let g = byGateway.get(p.gateway.id);
+        if (!g) byGateway.set(p.gateway.id, (g = { gw: p.gateway, seqs: [] }));
+        for (const r of p.records) g.seqs.push(r.seq);
+        g.seqs.push(...p.held);
+      }
+      for (const g of byGateway.values()) receiptFor(g.gw, g.seqs);
+    }
+
+    async function commit(items: Pending<R>[]): Promise<void> {
       const started = clock.now();
       let keys: NewKeys;
       try {
@@ -287,7 +395,12 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
           const p = items[0]!;
           pendingRecords -= p.count;
           pending[kind] -= p.count;
-          await deadLetter(p.msg, 'storage', `database refused the batch: ${(e as Error).message} (SQLSTATE ${(e as SinkError).code ?? '?'})`, p.gateway.id, p.gateway.orgPath);
+          const kept = await keepDeadLetter(p.msg.topic, 'storage', `database refused the batch: ${(e as Error).message} (SQLSTATE ${(e as SinkError).code ?? '?'})`, p.msg.payload, p.gateway.id, p.gateway.orgPath);
+          if (kept) {
+            // kept whole as a dead letter (replayable): in custody, so receipted
+            p.msg.settle();
+            receipt([p]);
+          }
           return;
         }
         for (const p of items) await commit([p]);
@@ -302,19 +415,20 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       pendingRecords -= count;
       pending[kind] -= count;
       for (const p of items) p.msg.settle();
+      receipt(items);
       resumeLanes();
       // Listeners get only the records that were new, grouped by gateway.
       const byGateway = new Map<string, StoredBatch>();
       for (const p of items) {
         // delete as we go: a record sent twice within one commit is new only once
-        const fresh = records(p.batch).filter((r) => keys.delete(recordKey(p.gateway.id, r.seq)));
+        const fresh = p.records.filter((r) => keys.delete(recordKey(p.gateway.id, r.seq)));
         if (fresh.length === 0) continue;
         let b = byGateway.get(p.gateway.id);
         if (!b) {
           b = { gateway: { id: p.gateway.id, orgPath: p.gateway.orgPath, county: p.gateway.county }, readings: [], events: [] };
           byGateway.set(p.gateway.id, b);
         }
-        if (kind === 'readings') b.readings.push(...(fresh as ReadingBatch['readings']));
+        if (kind === 'readings') b.readings.push(...(fresh as Reading[]));
         else b.events.push(...(fresh as DeviceEvent[]));
       }
       for (const b of byGateway.values()) {
@@ -331,7 +445,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       try {
         while (queue.length > 0 && !stopping) {
           if (kind === 'readings') await listenersCaughtUp();
-          const take: Pending<T>[] = [];
+          const take: Pending<R>[] = [];
           let n = 0;
           while (queue.length > 0 && (take.length === 0 || n + queue[0]!.count <= maxRecords)) {
             const p = queue.shift()!;
@@ -353,7 +467,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     }
 
     return {
-      push(p: Pending<T>) {
+      push(p: Pending<R>) {
         queue.push(p);
         pendingRecords += p.count;
         pending[kind] += p.count;
@@ -371,13 +485,13 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
   }
 
   const shards = Math.max(1, Math.floor(opts.batch?.concurrency ?? (store.engine === 'postgres' ? 2 : 1)));
-  const readingsWriters = Array.from({ length: shards }, () => makeWriter<ReadingBatch>('readings'));
+  const readingsWriters = Array.from({ length: shards }, () => makeWriter<Reading>('readings'));
   const shardOf = (gatewayId: string) => {
     let h = 0;
     for (let i = 0; i < gatewayId.length; i++) h = (h * 31 + gatewayId.charCodeAt(i)) | 0;
     return Math.abs(h) % shards;
   };
-  const eventsWriter = makeWriter<EventBatch>('events');
+  const eventsWriter = makeWriter<DeviceEvent>('events');
 
   // ---- commands ----
   const pendingCommands = new Map<string, { gatewayId: string; resolve: (r: CommandResult) => void; reject: (e: Error) => void; timer: unknown }>();
@@ -425,9 +539,7 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     }
     const region = regionPath(parts.county);
     if (parts.channel === 'cmd-result') return handleCommandResult(m, parts);
-    if (parts.channel === 'cmd') return m.settle(); // our own downlink echoed by a broad filter
-    const schema =
-      parts.channel === 'readings' ? readingBatchSchema : parts.channel === 'events' ? eventBatchSchema : gatewayStatusSchema;
+    if (parts.channel === 'cmd' || parts.channel === 'receipt') return m.settle(); // our own downlink echoed by a broad filter
     // An empty retained message only clears a retained status: nothing to store.
     if (parts.channel === 'status' && m.payload.length === 0) return m.settle();
     let gw: GatewayInfo | null;
@@ -439,33 +551,61 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     }
     // Dead letters of a known gateway belong to its school; otherwise to the topic's county.
     const where = gw && gw.county === parts.county ? gw.orgPath : region;
-    const parsed = parsePayload(schema as typeof readingBatchSchema, m.payload);
-    if (!parsed.ok) {
-      const reason = parsed.error.startsWith('payload is not JSON') ? 'not_json' : 'schema';
-      return deadLetter(m, reason, `${parts.channel}: ${parsed.error}`, parts.gatewayId, where);
-    }
-    const body = parsed.value as ReadingBatch | EventBatch | GatewayStatus;
+    if (parts.channel === 'status') return handleStatusMessage(m, parts, gw, where);
+    const batch = parseUplinkBatch(parts.channel, m.payload);
+    if (!batch.ok) return deadLetter(m, batch.reason, batch.detail, parts.gatewayId, where);
+    const count = batch.readings.length + batch.events.length + batch.rejected.length;
     if (!gw) {
-      return deadLetter(m, 'unknown_gateway', `gateway ${parts.gatewayId} is not registered centrally (网关未登记); register it with its county and org path`, parts.gatewayId, region);
+      // Unknown is not invalid: no dead letter, no receipt. The gateway keeps the records and sends
+      // them again; once registered they are stored and receipted (docs/delivery.md).
+      stats.awaitingRegistration += count;
+      reminder.note(parts.gatewayId, parts.county);
+      return m.settle();
     }
-    if (body.gateway !== parts.gatewayId) {
-      return deadLetter(m, 'gateway_mismatch', `payload says gateway "${body.gateway}" but the topic says "${parts.gatewayId}"`, parts.gatewayId, gw.orgPath);
+    if (batch.gateway !== parts.gatewayId) {
+      return deadLetter(m, 'gateway_mismatch', `payload says gateway "${batch.gateway}" but the topic says "${parts.gatewayId}"`, parts.gatewayId, gw.orgPath);
     }
     if (parts.county !== gw.county) {
       return deadLetter(m, 'gateway_mismatch', `gateway ${gw.id} is registered in county ${gw.county}, not ${parts.county} of the topic`, gw.id, region);
     }
+    // A bad record is set aside alone; the others of its batch are stored.
+    if (batch.rejected.length > 0 && !(await deadLetterRecords(m, batch.rejected, gw))) return;
+    const held = batch.rejected.flatMap((r) => (r.seq === null ? [] : [r.seq]));
+    const floor = batch.floor;
     if (parts.channel === 'readings') {
-      const b = body as ReadingBatch;
-      stats.received.readings += b.readings.length;
-      readingsWriters[shardOf(gw.id)]!.push({ gateway: gw, batch: b, sentAt: b.sentAt, msg: m, count: b.readings.length });
-    } else if (parts.channel === 'events') {
-      const b = body as EventBatch;
-      stats.received.events += b.events.length;
-      eventsWriter.push({ gateway: gw, batch: b, sentAt: b.sentAt, msg: m, count: b.events.length });
+      stats.received.readings += batch.readings.length;
+      if (batch.readings.length === 0) return settleHeld(m, gw, held);
+      readingsWriters[shardOf(gw.id)]!.push({ gateway: gw, records: batch.readings, floor, sentAt: batch.sentAt, msg: m, count: batch.readings.length, held });
     } else {
-      stats.received.status++;
-      await handleStatus(m, body as GatewayStatus);
+      stats.received.events += batch.events.length;
+      if (batch.events.length === 0) return settleHeld(m, gw, held);
+      eventsWriter.push({ gateway: gw, records: batch.events, floor, sentAt: batch.sentAt, msg: m, count: batch.events.length, held });
     }
+  }
+
+  /** A batch whose every record was dead-lettered alone: settled and receipted as it stands. */
+  function settleHeld(m: InboundMessage, gw: GatewayInfo, held: number[]) {
+    m.settle();
+    receiptFor(gw, held);
+  }
+
+  async function handleStatusMessage(m: InboundMessage, parts: TopicParts, gw: GatewayInfo | null, where: string) {
+    const parsed = parsePayload(gatewayStatusSchema, m.payload);
+    if (!parsed.ok) {
+      return deadLetter(m, parsed.error.startsWith('payload is not JSON') ? 'not_json' : 'schema', `status: ${parsed.error}`, parts.gatewayId, where);
+    }
+    if (!gw) {
+      reminder.note(parts.gatewayId, parts.county);
+      return m.settle();
+    }
+    if (parsed.value.gateway !== parts.gatewayId) {
+      return deadLetter(m, 'gateway_mismatch', `payload says gateway "${parsed.value.gateway}" but the topic says "${parts.gatewayId}"`, parts.gatewayId, gw.orgPath);
+    }
+    if (parts.county !== gw.county) {
+      return deadLetter(m, 'gateway_mismatch', `gateway ${gw.id} is registered in county ${gw.county}, not ${parts.county} of the topic`, gw.id, regionPath(parts.county));
+    }
+    stats.received.status++;
+    await handleStatus(m, parsed.value);
   }
 
   async function handleStatus(m: InboundMessage, status: GatewayStatus) {
@@ -522,11 +662,11 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       password: opts.password,
       protocolVersion,
       // Sessions persist so that a dropped connection (a keepalive timeout while the worker holds
-      // back, a broker restart) resumes with everything in flight redelivered. Under a stable client
-      // id the broker keeps the session an hour (a restarted worker gets what was queued for it);
-      // under a random one only a minute, so orphans of crashed workers do not collect a share for long.
+      // back, a broker restart) resumes with everything in flight redelivered. Client ids are stable
+      // per region and replica, so the broker keeps the session an hour and a restarted worker gets
+      // what was queued for it meanwhile.
       clean: false,
-      sessionExpirySeconds: opts.clientId ? 3600 : 60,
+      sessionExpirySeconds: 3600,
       receiveMaximum,
       subscriptions: subs,
       onMessage,
@@ -564,6 +704,8 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
     commands,
     async start() {
       stopping = false;
+      // One worker per client id: a second one would take the first one's sessions over in turns.
+      identity ??= await claimWorkerIdentity(store.db, idBase, log);
       if (rollupEveryMs > 0 && !store.timescale && rollupTimer === null) {
         rollupTimer = clock.setInterval(() => void refreshRollups(), rollupEveryMs);
       }
@@ -579,10 +721,12 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
           await openAll();
         } else {
           for (const l of Object.values(lanes)) await l?.close();
+          await identity?.release();
+          identity = null;
           throw e;
         }
       }
-      log.info('ingest worker started', { region: opts.region, protocolVersion, shareGroup: opts.shareGroup ?? null });
+      log.info('ingest worker started', { region: opts.region, clientId: idBase, protocolVersion, shareGroup: opts.shareGroup ?? null });
     },
     async stop() {
       // Finish what is being committed, then disconnect; what is not committed stays unacknowledged.
@@ -591,6 +735,8 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
       if (rollupTimer !== null) clock.clearInterval(rollupTimer);
       rollupTimer = null;
       for (const l of Object.values(lanes)) await l?.close();
+      await identity?.release();
+      identity = null;
       for (const [id, p] of pendingCommands) {
         clock.clearTimeout(p.timer);
         p.reject(new Error(`ingest worker stopped before gateway ${p.gatewayId} answered command ${id}`));
@@ -606,6 +752,8 @@ export async function createIngestWorker(opts: IngestWorkerOptions): Promise<Ing
         stored: { ...stats.stored },
         duplicates: { ...stats.duplicates },
         deadLetters: { total: stats.deadLetters.total, byReason: { ...stats.deadLetters.byReason } },
+        awaitingRegistration: stats.awaitingRegistration,
+        receipts: { ...stats.receipts },
         commits: { ...stats.commits },
         lastCommit: stats.lastCommit,
         pendingRecords,

@@ -31,6 +31,8 @@ interface Service {
   read_only?: boolean;
   cap_drop?: string[];
 }
+/** The ingest worker services (`ingest-1`, `ingest-2` …), one per replica name. */
+const ingestWorkers = (c: Compose) => Object.entries(c.services).filter(([name]) => /^ingest-\d+$/.test(name));
 interface Mount { type: 'bind' | 'volume'; source: string; target: string }
 interface Port { published: number; target: number; host_ip?: string }
 interface Compose {
@@ -180,8 +182,9 @@ describe.skipIf(!haveCompose)('docker-compose config', () => {
     expect(s.emqx?.image).toMatch(/^emqx\/emqx:5\./);
     expect(s.timescaledb?.image).toMatch(/^timescale\/timescaledb:/);
     expect(s.influxdb?.image).toMatch(/^influxdb:1\./);
-    expect(s.ingest?.command?.[0]).toBe('ingest');
-    expect(s.ingest?.deploy?.replicas).toBeGreaterThanOrEqual(2);
+    const workers = ingestWorkers(c);
+    expect(workers.length).toBeGreaterThanOrEqual(2);
+    for (const [, w] of workers) expect(w.command?.[0]).toBe('ingest');
     expect(s.dashboard?.command?.[0]).toBe('serve');
     const grafanaMounts = (s.grafana?.volumes ?? []).map((v) => `${v.source}:${v.target}`);
     expect(grafanaMounts).toContain(`${join(ROOT, 'dashboards/grafana')}:/var/lib/grafana/dashboards/xiaoan`);
@@ -230,13 +233,17 @@ describe.skipIf(!haveCompose)('docker-compose config', () => {
       expect(s.environment?.EMQX_MQTT__SHARED_SUBSCRIPTION_STRATEGY, name).toBe('hash_clientid');
     }
     expect(c.services.timescaledb?.image).toMatch(/^timescale\/timescaledb:/);
-    expect(c.services.ingest?.deploy?.replicas).toBeGreaterThanOrEqual(3);
-    expect(c.services.ingest?.environment?.XIAOAN_REGION).toBe('37');
+    expect(ingestWorkers(c).length).toBeGreaterThanOrEqual(3);
+    for (const [, w] of ingestWorkers(c)) expect(w.environment?.XIAOAN_REGION).toBe('37');
   });
 
-  it('replica counts follow XIAOAN_INGEST_REPLICAS', async () => {
-    const c = await composeConfig(join(DOCKER, 'province.yaml'), { XIAOAN_INGEST_REPLICAS: '8' });
-    expect(c.services.ingest?.deploy?.replicas).toBe(8);
+  it('every ingest worker has a replica name of its own, so its broker sessions survive restarts and no two share a client id', async () => {
+    for (const f of ['city.yaml', 'province.yaml']) {
+      const names = ingestWorkers(await load(f)).map(([, w]) => w.environment?.XIAOAN_REPLICA);
+      expect(names.every((n) => typeof n === 'string' && /^[A-Za-z0-9._-]+$/.test(n)), f).toBe(true);
+      expect(new Set(names).size, f).toBe(names.length);
+      for (const [, w] of ingestWorkers(await load(f))) expect(w.deploy?.replicas ?? 1, f).toBe(1);
+    }
   });
 
   it('the secret-loading entry points stop when a secret file is missing instead of starting with an empty value', async () => {

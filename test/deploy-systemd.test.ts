@@ -127,3 +127,27 @@ describe('deploy/install-gateway.sh', () => {
     await expect(run('bash', [INSTALL, '--dry-run', '--frobnicate'])).rejects.toMatchObject({ stderr: expect.stringContaining('unknown option --frobnicate') });
   });
 });
+
+describe('the ingest worker unit (xiaoan-ingest@.service)', () => {
+  const INGEST = readFileSync(join(ROOT, 'deploy/systemd/xiaoan-ingest@.service'), 'utf8');
+  const ingestGet = (key: string) => unitSettings(INGEST).filter(([, k]) => k === key).map(([, , v]) => v);
+
+  it.skipIf(!haveAnalyze)('passes systemd-analyze verify as an instance, without a warning', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xiaoan-unit-'));
+    const file = join(dir, 'xiaoan-ingest@a.service');
+    writeFileSync(file, INGEST.replaceAll('/opt/xiaoan/node/bin/node', process.execPath).replaceAll('/opt/xiaoan/app', ROOT));
+    const { stdout, stderr } = await run(ANALYZE, ['verify', '--man=no', file], { env: { ...process.env, SYSTEMD_LOG_COLOR: '0' } });
+    expect((stdout + stderr).trim()).toBe('');
+  });
+
+  it('names each worker by its instance, after the environment file, so two instances never share a client id', () => {
+    const lines = INGEST.split('\n');
+    const envFile = lines.findIndex((l) => l.startsWith('EnvironmentFile='));
+    const replica = lines.findIndex((l) => l === 'Environment=XIAOAN_REPLICA=%i');
+    expect(replica).toBeGreaterThan(envFile);
+    expect(ingestGet('ExecStart')[0]).toMatch(/bin\/xiaoan\.js ingest --config \/etc\/xiaoan\/ingest\.yaml$/);
+    expect(ingestGet('ExecStartPre')[0]).toMatch(/config check --tier ingest \/etc\/xiaoan\/ingest\.yaml$/);
+    expect(ingestGet('Restart')).toEqual(['on-failure']);
+    expect(ingestGet('User')).toEqual(['xiaoan']);
+  });
+});

@@ -69,9 +69,11 @@ describe('ingest faults on Mosquitto and a PostgreSQL cluster of our own', () =>
     await cluster?.close();
   });
 
+  let replicas = 0;
   async function worker(group = 'city-3701', clientId?: string): Promise<IngestWorker> {
     const w = await createIngestWorker({
-      ...(clientId ? { clientId } : {}),
+      // every worker of the region its own replica name: a taken client id is refused
+      ...(clientId ? { clientId } : { replica: `r${++replicas}` }),
       store, brokerUrl: mosq.url, username: 'ingest', password: 'x', region: '3701', shareGroup: group,
       listeners: [{ name: 'probe', async onStored(b) { seen.push(b); } }],
       retry: { minMs: 50, maxMs: 500 }, reconnectPeriodMs: 200,

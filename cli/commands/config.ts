@@ -3,7 +3,7 @@
 // and the environment variables that override them.
 import { redact } from '../../contract/index.ts';
 import { parseArgs, UserError, type Command } from '../command.ts';
-import { checkConfigFile, formatProblem, tierSettings, TIERS, tierSummaries, type Tier } from '../config/index.ts';
+import { checkConfigFile, formatProblem, tierSettings, TIERS, tierSummaries, unknownEnv, unknownEnvWarnings, type Tier } from '../config/index.ts';
 import type { Setting } from '../config/settings.ts';
 
 export const configCheck: Command = {
@@ -23,6 +23,7 @@ export const configCheck: Command = {
     }
     const env = flags['no-env'] ? {} : io.env;
     const r = await checkConfigFile(file, { env, ...(expectTier ? { expectTier: expectTier as Tier } : {}) });
+    const strangers = unknownEnv(env);
     if (flags.json) {
       io.out(JSON.stringify({
         file,
@@ -30,11 +31,13 @@ export const configCheck: Command = {
         ok: r.problems.length === 0,
         problems: r.problems,
         env: r.applied.map((a) => a.env),
+        unknownEnv: strangers,
         ...(flags.print && r.config ? { config: redact(r.config) } : {}),
       }));
       return r.problems.length ? 1 : 0;
     }
     for (const p of r.problems) io.out(formatProblem(p));
+    for (const l of unknownEnvWarnings(strangers)) io.err(l);
     if (r.problems.length) {
       io.err(`${file}: ${r.problems.length} 处错误 problem${r.problems.length === 1 ? '' : 's'}${r.tier ? ` (tier ${r.tier})` : ''}`);
       return 1;

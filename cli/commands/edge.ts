@@ -55,6 +55,8 @@ export const edge: Command = {
   async run(args, io) {
     const parsed = parseArgs(args);
     const config = await loadConfigFor(parsed, io);
+    const cfgMod = await import('../config/index.ts');
+    for (const l of cfgMod.unknownEnvWarnings(cfgMod.unknownEnv(io.env))) io.err(l);
     const log = createLogger({ level: config.logLevel });
     const gw = await createGateway(config, { log });
     await gw.start();

@@ -7,6 +7,8 @@ import { serve, userAdd } from './serve.ts';
 import { ingest } from './ingest.ts';
 import { rulesCheck, rulesBacktest } from './rules.ts';
 import { deviceProfiles, deviceRead, deviceDiscover } from './device-read.ts';
+import { gatewayAdd, gatewayList, gatewayRemove } from './gateway.ts';
+import { deadlettersList, deadlettersReplay } from './deadletters.ts';
 
 export const commands: Command[] = [
   // tiers
@@ -16,5 +18,5 @@ export const commands: Command[] = [
   // rule authors
   rulesCheck, rulesBacktest,
   // operators
-  userAdd, configCheck, configEnv,
+  gatewayAdd, gatewayList, gatewayRemove, deadlettersList, deadlettersReplay, userAdd, configCheck, configEnv,
 ];

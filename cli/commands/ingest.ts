@@ -10,11 +10,13 @@ export const ingest: Command = {
   name: 'ingest',
   summary: { zh: '运行接入工作进程（MQTT → PostgreSQL/TimescaleDB，可选 InfluxDB）', en: 'run an ingest worker (MQTT → PostgreSQL/TimescaleDB, optionally InfluxDB)' },
   usage:
-    'ingest [--config FILE] [--region CODE] [--share-group NAME] [--no-rules] [--seed-org]\n\n' +
-    '  FILE: YAML (tier: ingest) — region, shareGroup, database {url}, broker {url, username, password, clientId, tls},\n' +
+    'ingest [--config FILE] [--region CODE] [--replica NAME] [--share-group NAME] [--no-rules] [--seed-org]\n\n' +
+    '  FILE: YAML (tier: ingest) — region, replica, shareGroup, database {url}, broker {url, username, password, clientId, tls},\n' +
     '  http {port, host}, influx {url, bufferMax}, rules {dirs}, delivery {...}. Without --config the environment alone\n' +
     '  configures it (XIAOAN_BROKER__URL, XIAOAN_DATABASE__URL, XIAOAN_BROKER__PASSWORD_FILE …; `xiaoan config env ingest`).\n' +
-    '  Several workers with the same region and shareGroup split the traffic (MQTT 5 $share).\n' +
+    '  Several workers with the same region and shareGroup split the traffic (MQTT 5 $share); each needs its own\n' +
+    '  replica name (client ids xiaoan-ingest-{region}-{replica}-…; a second worker under a taken name is refused).\n' +
+    '  Started before PostgreSQL is up, it waits (with backoff, saying so) instead of exiting.\n' +
     '  --seed-org seeds the org tree (Shandong and its 16 cities). GET /healthz and /metrics on http.port (8082).',
   async run(args, io) {
     const { flags } = parseArgs(args, ['no-rules', 'seed-org']);
@@ -23,6 +25,8 @@ export const ingest: Command = {
     const config = file ? await cfgMod.loadConfig(file, 'ingest', { env: io.env }) : cfgMod.configFromEnv('ingest', io.env);
     const region = typeof flags.region === 'string' ? flags.region : config.region;
     const shareGroup = typeof flags['share-group'] === 'string' ? flags['share-group'] : config.shareGroup;
+    const replica = typeof flags.replica === 'string' ? flags.replica : config.replica;
+    for (const l of cfgMod.unknownEnvWarnings(cfgMod.unknownEnv(io.env))) io.err(l);
 
     const { createLogger, parseRegionCode } = await import('../../contract/index.ts');
     try {
@@ -32,7 +36,18 @@ export const ingest: Command = {
     }
     const ing = await import('../../ingest/index.ts');
     const log = createLogger({ level: config.logLevel });
-    const store = await ing.openStore(cfgMod.databaseConnectionUrl(config.database), { log });
+    // PostgreSQL may not be up yet (a host booting, compose starting everything at once): wait for it.
+    const waiting = new AbortController();
+    const stopWaiting = () => waiting.abort();
+    process.once('SIGINT', stopWaiting);
+    process.once('SIGTERM', stopWaiting);
+    let store: import('../../ingest/index.ts').Store;
+    try {
+      store = await ing.openStoreWhenReady(cfgMod.databaseConnectionUrl(config.database), { log, signal: waiting.signal });
+    } finally {
+      process.off('SIGINT', stopWaiting);
+      process.off('SIGTERM', stopWaiting);
+    }
     const closers: Array<() => Promise<void>> = [async () => store.close()];
     const closeAll = async () => {
       for (const c of closers.reverse()) await c().catch((e) => log.error('shutdown step failed', { error: e as Error }));
@@ -61,6 +76,7 @@ export const ingest: Command = {
         username: config.broker.username,
         password: config.broker.password ?? '',
         region,
+        replica,
         shareGroup,
         listeners,
         log,
@@ -92,7 +108,12 @@ export const ingest: Command = {
       }
       if (influx) listeners.push(influx.listener);
 
-      await worker.start();
+      try {
+        await worker.start();
+      } catch (e) {
+        if (e instanceof ing.WorkerIdentityTakenError) throw new UserError(e.message);
+        throw e;
+      }
       closers.push(() => worker.stop());
 
       const server = createServer((req, res) => {
@@ -117,7 +138,7 @@ export const ingest: Command = {
       });
       closers.push(() => new Promise<void>((r) => server.close(() => r())));
       const addr = server.address();
-      io.err(`校安 Xiaoan ingest: region ${region}, share group ${shareGroup}, broker ${config.broker.url.replace(/\/\/[^@/]*@/, '//***@')}, ` +
+      io.err(`校安 Xiaoan ingest: region ${region}, replica ${replica}, share group ${shareGroup}, broker ${config.broker.url.replace(/\/\/[^@/]*@/, '//***@')}, ` +
         `health http://${config.http.host}:${typeof addr === 'object' && addr ? addr.port : config.http.port}/healthz`);
       return untilSignal(closeAll);
     } catch (e) {
@@ -146,6 +167,8 @@ export function ingestMetrics(s: import('../../ingest/index.ts').IngestStats, in
   m('xiaoan_ingest_stored_total', 'records stored (new)', 'counter', [[{ kind: 'readings' }, s.stored.readings], [{ kind: 'events' }, s.stored.events]]);
   m('xiaoan_ingest_duplicates_total', 'redelivered records skipped', 'counter', [[{ kind: 'readings' }, s.duplicates.readings], [{ kind: 'events' }, s.duplicates.events]]);
   m('xiaoan_ingest_dead_letters_total', 'messages dead-lettered', 'counter', Object.entries(s.deadLetters.byReason).map(([reason, n]) => [{ reason }, n]));
+  m('xiaoan_ingest_awaiting_registration_total', 'records of gateways not registered centrally, left on their gateway (xiaoan gateway add)', 'counter', [[{}, s.awaitingRegistration]]);
+  m('xiaoan_ingest_receipts_total', 'receipts published to gateways after commits', 'counter', [[{ result: 'published' }, s.receipts.published], [{ result: 'failed' }, s.receipts.failed]]);
   m('xiaoan_ingest_pending_records', 'records received, not yet committed', 'gauge', [[{}, s.pendingRecords]]);
   m('xiaoan_ingest_storage_retries_total', 'retryable storage failures', 'counter', [[{}, s.storageRetries]]);
   m('xiaoan_ingest_lag_ms', 'age of the newest committed batch at commit', 'gauge', [[{}, s.lagMs ?? 0]]);

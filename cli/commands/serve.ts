@@ -24,8 +24,9 @@ export const serve: Command = {
     const file = typeof flags.config === 'string' ? flags.config : io.env.XIAOAN_SERVE_CONFIG;
     const fromFile = file || Object.keys(io.env).some((k) => k.startsWith('XIAOAN_DATABASE__') || k.startsWith('XIAOAN_HTTP__'));
     let config: import('../config/serve.ts').ServeFileConfig | undefined;
+    const cfgMod = await import('../config/index.ts');
+    for (const l of cfgMod.unknownEnvWarnings(cfgMod.unknownEnv(io.env))) io.err(l);
     if (fromFile) {
-      const cfgMod = await import('../config/index.ts');
       config = file ? await cfgMod.loadConfig(file, 'serve', { env: io.env }) : cfgMod.configFromEnv('serve', io.env);
     }
     const port = Number(flags.port ?? io.env.PORT ?? config?.http.port ?? 8080);

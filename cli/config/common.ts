@@ -17,16 +17,31 @@ export const httpSchema = (dfltPort: number, what: string) =>
     })
     .default({ port: dfltPort, host: '0.0.0.0' });
 
-export const mqttUrl = z
-  .string()
-  .regex(/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/, 'must be an MQTT URL such as mqtt://broker:1883 or mqtts://broker:8883');
+/** What a URL setting was given, without its password, for an error message. */
+function shownUrl(v: string): string {
+  return JSON.stringify(v.replace(/\/\/([^:/@\s]+):[^@\s]*@/, '//$1:***@').slice(0, 120));
+}
 
-export const databaseUrl = z
-  .string()
-  .regex(
-    /^(postgres(ql)?:\/\/[^\s]+|pglite:.*)$/,
-    'must be postgres://USER@HOST:PORT/DB or pglite:DIR or pglite:memory',
-  );
+/**
+ * A URL setting: the message names what was given and every accepted scheme (the path in front of
+ * it names the setting, so the message does not name it again).
+ */
+export function urlSetting(schemes: readonly string[], pattern: RegExp, example: string) {
+  return z.string().superRefine((v, ctx) => {
+    if (pattern.test(v)) return;
+    const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(v)?.[1];
+    const what = scheme && !schemes.includes(scheme.toLowerCase()) ? `has scheme "${scheme}:", which is not accepted` : 'is not a usable URL';
+    ctx.addIssue({ code: 'custom', message: `${shownUrl(v)} ${what}; accepted schemes: ${schemes.map((s) => s + ':').join(', ')} (e.g. ${example})` });
+  });
+}
+
+export const mqttUrl = urlSetting(['mqtt', 'mqtts', 'ws', 'wss', 'tcp', 'ssl'], /^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/, 'mqtt://broker:1883, mqtts://broker:8883');
+
+export const databaseUrl = urlSetting(
+  ['postgres', 'postgresql', 'pglite'],
+  /^(postgres(ql)?:\/\/[^\s]+|pglite:.*)$/,
+  'postgres://USER@HOST:5432/DB, pglite:DIR, pglite:memory',
+);
 
 /** PostgreSQL / TimescaleDB or PGlite, with the password apart from the URL so it can come from a secret file. */
 export const databaseSchema = z.strictObject({

@@ -81,11 +81,11 @@ influx: { url: ftp://x }
       expect.arrayContaining([
         expect.stringMatching(/^region: city "3700" .* \(line 2\)$/),
         expect.stringMatching(/^shareGroup: .* \(line 3\)$/),
-        expect.stringMatching(/^database\.url: must be postgres:\/\/.* \(line 5\)$/),
+        'database.url: "mysql://x" has scheme "mysql:", which is not accepted; accepted schemes: postgres:, postgresql:, pglite: (e.g. postgres://USER@HOST:5432/DB, pglite:DIR, pglite:memory) (line 5)',
         expect.stringMatching(/^broker\.url: required \(string\) but missing/),
         'broker.urll: unknown setting; did you mean "url"? (line 7)',
         expect.stringMatching(/^http\.port: .*65535.* \(line 8\)$/),
-        expect.stringMatching(/^influx\.url: must be http\(s\):\/\/.* \(line 9\)$/),
+        expect.stringMatching(/^influx\.url: "ftp:\/\/x" has scheme "ftp:", which is not accepted; accepted schemes: http:, https: .* \(line 9\)$/),
       ]),
     );
     expect(lines.length).toBe(7);
@@ -123,6 +123,43 @@ influx: { url: ftp://x }
     expect(checkConfigText(text, 'edge.yaml', { env: {} }).problems).toEqual([]);
     const bad = checkConfigText(text.replace('county: "370102"', 'county: "370103"'), 'edge.yaml', { env: {} });
     expect(bad.problems.map((p) => p.path)).toContain('site');
+  });
+});
+
+describe('hints that say what is wrong', () => {
+  it('a region code YAML read as a number is shown as written, with the quoted form to use', () => {
+    const r = checkConfigText('tier: ingest\nregion: 370102\ndatabase: { url: pglite:memory }\nbroker: { url: mqtt://b:1883 }\n', 'i.yaml', { env: {} });
+    expect(r.problems.map(formatProblem)).toEqual([
+      'region: expected text, but YAML read 370102 as a number (region and org codes are text: GB/T 2260, school ids); 请加引号 quote it: region: "370102" (line 2)',
+    ]);
+    // a leading zero YAML dropped is shown as it was written
+    const e = checkConfigText('tier: edge\ngatewayId: gw-1\ncounty: 0370102\nsite: 37/3701/370102/3737000001\nuplink: { url: mqtt://b:1883 }\ndataDir: /tmp/x\n', 'e.yaml', { env: {} });
+    expect(e.problems.map(formatProblem)).toContain('county: expected text, but YAML read 0370102 as a number (region and org codes are text: GB/T 2260, school ids); 请加引号 quote it: county: "0370102" (line 3)');
+  });
+
+  it('a URL error names what was given and every accepted scheme, never the password', () => {
+    const r = checkConfigText('tier: ingest\ndatabase: { url: "mysql://u:hunter22@db/x" }\nbroker: { url: mqtt://b:1883 }\n', 'i.yaml', { env: {} });
+    const line = r.problems.map(formatProblem)[0]!;
+    expect(line).toMatch(/^database\.url: "mysql:\/\/u:\*\*\*@db\/x" has scheme "mysql:", which is not accepted; accepted schemes: postgres:, postgresql:, pglite: /);
+    expect(line).not.toContain('hunter22');
+    expect(line.match(/database\.url/g)).toHaveLength(1);
+  });
+
+  it('reports XIAOAN_* variables that configure nothing, with the known ones closest to each', async () => {
+    const good = file('good-env.yaml', GOOD_INGEST);
+    const env = { XIAOAN_BROKR__URL: 'mqtt://x:1883', XIAOAN_DATABASE_URL: 'postgres://x@y/z', XIAOAN_HTTP__PORT: '9000', XIAOAN_TEST_PG: 'ignored' };
+    const r = await cli(['config', 'check', good], env);
+    expect(r.code).toBe(0);
+    const err = r.err.join('\n');
+    expect(err).toMatch(/2 XIAOAN_\* environment variables configure nothing/);
+    expect(err).toContain('XIAOAN_BROKR__URL — did you mean XIAOAN_BROKER__URL?');
+    expect(err).toMatch(/XIAOAN_DATABASE_URL — did you mean XIAOAN_DATABASE__URL/);
+    expect(err).not.toContain('XIAOAN_HTTP__PORT —');
+    expect(err).not.toContain('XIAOAN_TEST_PG');
+    const json = JSON.parse((await cli(['config', 'check', good, '--json'], env)).out[0]!);
+    expect(json.unknownEnv.map((u: { name: string }) => u.name)).toEqual(['XIAOAN_BROKR__URL', 'XIAOAN_DATABASE_URL']);
+    // nothing to say about a clean environment
+    expect((await cli(['config', 'check', good], { XIAOAN_HTTP__PORT: '9000' })).err.join('\n')).not.toMatch(/configure nothing/);
   });
 });
 
@@ -206,8 +243,8 @@ describe('xiaoan config check FILE', () => {
     expect(r.code).toBe(1);
     expect(r.out).toEqual([
       'database.url: required (string) but missing (line 2)',
-      expect.stringMatching(/^broker\.url: must be an MQTT URL.* \(line 3\)$/),
-      'extra: unknown setting; known here: region, shareGroup, database, broker, http, influx, rules, delivery, logLevel (line 4)',
+      expect.stringMatching(/^broker\.url: "x" is not a usable URL; accepted schemes: mqtt:, mqtts:, ws:, wss:, tcp:, ssl: .* \(line 3\)$/),
+      'extra: unknown setting; known here: region, replica, shareGroup, database, broker, http, influx, rules, delivery, logLevel (line 4)',
     ]);
     expect(r.err.join('\n')).toMatch(/3 处错误 problems \(tier ingest\)/);
   });

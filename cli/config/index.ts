@@ -14,6 +14,7 @@ import { applyEnv, settingsOf, type EnvOverride, type Setting } from './settings
 
 export { databaseConnectionUrl } from './common.ts';
 export { envName, ENV_PREFIX, settingsOf, type EnvOverride, type Setting } from './settings.ts';
+import { ENV_PREFIX as ENV_PREFIX_NAME } from './settings.ts';
 export { edgeSchema, ingestSchema, serveSchema, demoSchema };
 
 export const TIERS = ['edge', 'ingest', 'serve', 'demo'] as const;
@@ -136,7 +137,7 @@ export function checkConfigText<T extends Tier = Tier>(text: string, file: strin
   }
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      for (const p of problemsOfIssue(issue, schema)) {
+      for (const p of problemsOfIssue(issue, schema, (segs) => scalarSource(doc, text, segs))) {
         const fromEnv = envFor(p.segments, envByPath);
         result.problems.push({
           path: p.path,
@@ -211,7 +212,18 @@ function pathString(segments: PropertyKey[]): string {
   return s || '(root)';
 }
 
-function problemsOfIssue(issue: RawIssue, schema: z.ZodType): Array<{ path: string; segments: PropertyKey[]; message: string }> {
+/** The text a scalar had in the file (so `0370` is shown as written, not as the number YAML made of it). */
+function scalarSource(doc: Document, text: string, segments: PropertyKey[]): string | undefined {
+  const node = doc.getIn(segments as (string | number)[], true) as { range?: [number, number, number]; value?: unknown } | undefined;
+  if (!node?.range || typeof node.value !== 'number') return undefined;
+  return text.slice(node.range[0], node.range[1]).trim();
+}
+
+function problemsOfIssue(
+  issue: RawIssue,
+  schema: z.ZodType,
+  sourceOf: (segments: PropertyKey[]) => string | undefined = () => undefined,
+): Array<{ path: string; segments: PropertyKey[]; message: string }> {
   if (issue.code === 'unrecognized_keys' && issue.keys) {
     const known = knownKeysAt(schema, issue.path);
     return issue.keys.map((k) => {
@@ -225,6 +237,13 @@ function problemsOfIssue(issue: RawIssue, schema: z.ZodType): Array<{ path: stri
   }
   let message = issue.message;
   if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined')) message = `required (${issue.expected ?? 'value'}) but missing`;
+  const written = issue.code === 'invalid_type' && issue.expected === 'string' ? sourceOf(issue.path) : undefined;
+  if (written !== undefined) {
+    // YAML reads an unquoted 370102 as a number (and 0531 as 531): codes are text, so they need quotes.
+    const last = issue.path[issue.path.length - 1];
+    const code = /^\d+$/.test(written) ? ' (region and org codes are text: GB/T 2260, school ids)' : '';
+    message = `expected text, but YAML read ${written} as a number${code}; 请加引号 quote it: ${typeof last === 'number' ? '-' : `${String(last)}:`} "${written}"`;
+  }
   return [{ path: pathString(issue.path), segments: issue.path, message }];
 }
 
@@ -301,4 +320,55 @@ function editDistance(a: string, b: string): number {
     }
   }
   return row[b.length]!;
+}
+
+// ---- XIAOAN_* variables that configure nothing ------------------------------------------------
+
+/** XIAOAN_* variables read outside the tier schemas (commands, compose files, tests). */
+export const OTHER_ENV = [
+  'XIAOAN_DEBUG', 'XIAOAN_DATA', 'XIAOAN_LOG_LEVEL', 'XIAOAN_PROFILES', 'XIAOAN_EDGE_CONFIG', 'XIAOAN_INGEST_CONFIG',
+  'XIAOAN_SERVE_CONFIG', 'XIAOAN_USER_PASSWORD', 'XIAOAN_GATEWAY_PASSWORD', 'XIAOAN_DEMO_PASSWORD', 'XIAOAN_DEVICE_PASSWORD',
+  'XIAOAN_SECURE_COOKIES', 'XIAOAN_ID_HASH_KEY', 'XIAOAN_ID_HASH_KEY_FILE', 'XIAOAN_HEALTH_URL', 'XIAOAN_CHROMIUM',
+  // compose and install-script host variables
+  'XIAOAN_IMAGE', 'XIAOAN_NODE_RED_IMAGE', 'XIAOAN_BIND', 'XIAOAN_CITY', 'XIAOAN_GRAFANA_DASHBOARDS',
+  'XIAOAN_PG_HOST', 'XIAOAN_PG_USER', 'XIAOAN_PG_PASSWORD', 'XIAOAN_PG_DB',
+  'XIAOAN_INFLUX_URL', 'XIAOAN_INFLUX_USER', 'XIAOAN_INFLUX_PASSWORD', 'XIAOAN_INFLUX_DB',
+  'XIAOAN_GATEWAY_ID', 'XIAOAN_UPLINK_URL',
+] as const;
+const OTHER_PREFIXES = ['XIAOAN_TEST_', 'XIAOAN_BENCH_', 'XIAOAN_SIM_'];
+
+/** Every XIAOAN_* name something reads: each setting of each tier (and its _FILE form), and OTHER_ENV. */
+export function knownEnvNames(): string[] {
+  const names = new Set<string>(OTHER_ENV);
+  for (const t of TIERS) for (const s of tierSettings(t)) names.add(s.env).add(s.env + '_FILE');
+  return [...names].sort();
+}
+
+export interface UnknownEnv {
+  name: string;
+  /** the known names closest to it (a typo, a missing double underscore…) */
+  closest: string[];
+}
+
+/** XIAOAN_* variables in `env` that nothing reads: a misspelt override silently does nothing. */
+export function unknownEnv(env: NodeJS.ProcessEnv): UnknownEnv[] {
+  const known = knownEnvNames();
+  const set = new Set(known);
+  return Object.keys(env)
+    .filter((n) => n.startsWith(ENV_PREFIX_NAME) && !set.has(n) && !OTHER_PREFIXES.some((p) => n.startsWith(p)))
+    .sort()
+    .map((name) => {
+      const scored = known.map((k) => ({ k, d: editDistance(name, k) })).sort((a, b) => a.d - b.d);
+      const limit = Math.max(3, Math.floor(name.length / 4));
+      return { name, closest: scored.filter((x) => x.d <= limit).slice(0, 2).map((x) => x.k) };
+    });
+}
+
+/** One warning line per unknown variable, or none. */
+export function unknownEnvWarnings(list: UnknownEnv[]): string[] {
+  if (list.length === 0) return [];
+  return [
+    `警告 warning: ${list.length} XIAOAN_* environment variable${list.length === 1 ? '' : 's'} configure${list.length === 1 ? 's' : ''} nothing (未识别的环境变量); \`xiaoan config env\` lists the known ones:`,
+    ...list.map((u) => `  ${u.name}${u.closest.length ? ` — did you mean ${u.closest.join(' or ')}?` : ''}`),
+  ];
 }

@@ -20,10 +20,14 @@ import type { Db, Queryable } from '../db.ts';
 export interface ReadingRows {
   gatewayId: string;
   readings: Reading[];
+  /** the batch's floor (docs/delivery.md) */
+  floor?: number;
 }
 export interface EventRows {
   gatewayId: string;
   events: DeviceEvent[];
+  /** the batch's floor (docs/delivery.md) */
+  floor?: number;
 }
 
 /** `${gatewayId}\u0000${seq}` of every record that was new to the database. */
