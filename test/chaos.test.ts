@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../contract/index.ts';
 import { openStore, type Store } from '../ingest/index.ts';
-import { Broker, COUNTY, Device, GatewayHome, IngestHome, SITE, countStored, gatewayPassword, sleep, totalAcked, until, type Count } from './support/chaos.ts';
+import { Broker, COUNTY, Device, GatewayHome, IngestHome, SITE, countStored, gatewayPassword, registerGatewayByCli, sleep, totalAcked, until, type Count } from './support/chaos.ts';
 import { createTestDatabase, type TestDatabase } from './support/databases.ts';
 
 const RECEIPT_TIMEOUT_MS = 4000;
@@ -175,7 +175,8 @@ describe('zero loss with every tier a process of its own', () => {
     for (const d of devices) d.start();
     await sleep(8000);
     const dead = await tdb.db.query<{ n: number }>('select count(*)::int as n from dead_letters where gateway_id = $1', ['gw-chaos-late']);
-    await store.registerGateway({ id: 'gw-chaos-late', county: COUNTY, orgPath: SITE, password: gatewayPassword('gw-chaos-late') });
+    const added = await registerGatewayByCli(tdb.url, 'gw-chaos-late');
+    expect(added.code, added.output).toBe(0);
     await sleep(3000);
     const acked = totalAcked(devices.map((d) => d.tally));
     const c = await settle('gw-chaos-late', devices);

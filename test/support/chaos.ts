@@ -152,6 +152,13 @@ export class Broker {
 
 export const gatewayPassword = (id: string) => `pw-${id}`;
 
+/** `xiaoan gateway add` as a technician runs it; resolves with its exit code and output. */
+export async function registerGatewayByCli(databaseUrl: string, id: string): Promise<{ code: number | null; output: string }> {
+  const p = spawnProc(['gateway', 'add', id, '--county', COUNTY, '--org', SITE, '--database', databaseUrl], { ...process.env, XIAOAN_GATEWAY_PASSWORD: gatewayPassword(id) });
+  const code = await p.exited;
+  return { code, output: p.output() };
+}
+
 /** A gateway's files (config, profiles, data) that survive its process being killed. */
 export class GatewayHome {
   readonly dir = mkdtempSync(join(tmpdir(), 'xiaoan-chaos-gw-'));
@@ -169,7 +176,7 @@ export class GatewayHome {
       gatewayId: this.gatewayId,
       county: COUNTY,
       site: SITE,
-      uplink: { url: brokerUrl, username: this.gatewayId, password: gatewayPassword(this.gatewayId), reconnectMs: 300, ...(process.env.CHAOS_BASELINE ? {} : { receiptTimeoutMs }) },
+      uplink: { url: brokerUrl, username: this.gatewayId, password: gatewayPassword(this.gatewayId), reconnectMs: 300, receiptTimeoutMs },
       dataDir: join(this.dir, 'data'),
       deviceBroker: { port: this.deviceBrokerPort, host: '127.0.0.1' },
       http: { port: await freePort(), host: '127.0.0.1' },
