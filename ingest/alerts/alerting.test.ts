@@ -209,12 +209,17 @@ describe.each(ENGINES)('alerting on %s', (engine) => {
       delivery: { hazardUrl: receiver.hazardUrl, emergencyUrl: receiver.emergencyUrl, secret: 'k', maxAttempts: 3, backoffMs: 1000 },
       deliverOnChange: false,
     });
-    // a drill at the school: alerts raised there are drills, end to end
-    await expect(alerting.startDrill(other, SCHOOL, 10, 'desk')).rejects.toMatchObject({ code: 'forbidden' });
-    await alerting.startDrill(desk, SCHOOL, 10, 'desk');
+    // a drill at the school staging gate-2: its alerts are drills, end to end; the rest of the site stays real
+    await expect(alerting.startDrill(other, SCHOOL, 10, 'desk', ['gate-2'])).rejects.toMatchObject({ code: 'forbidden' });
+    await expect(alerting.startDrill(desk, SCHOOL, 10, 'desk', ['no-such-device'])).rejects.toMatchObject({ code: 'invalid' });
+    const drill = await alerting.startDrill(desk, SCHOOL, 10, 'desk', ['gate-2']);
+    expect(drill.devices).toEqual([`${GW}/gate-2`]);
     await alerting.listener.onStored(event('gate-2', 'gate.forced_open', clock.now()));
-    const [a] = await alerting.list(desk, { state: 'open', ruleId: 'gate-forced' });
+    await alerting.listener.onStored(event('gate-1', 'gate.forced_open', clock.now()));
+    const open = await alerting.list(desk, { state: 'open', ruleId: 'gate-forced' });
+    const a = open.find((x) => x.deviceId === 'gate-2');
     expect(a!.drill).toBe(true);
+    expect(open.find((x) => x.deviceId === 'gate-1')!.drill).toBe(false);
     const acked = await alerting.acknowledge(desk, a!.id, 'desk', '演练，已到场 / drill, on site');
     expect(acked.state).toBe('acknowledged');
     expect(acked.acknowledgedBy).toBe('desk');
