@@ -3,15 +3,21 @@
 // rule's own clear, the hold elapsing) and the alerting tier fires the desk's (acknowledge,
 // resolve); each step returns the next state and what to do about it. Pure: time is passed in.
 //
-//   armed ──trigger──> raised ──ack──> acknowledged ──resolve──> armed          (rules that never clear)
-//                        │                  │       └─resolve──> resolved ──clear──> armed (rules that clear)
-//                        └──────clear───────┴──────────────────────────────────────> armed
+// Two tables, by what the rule watches:
+// - DISCRETE (event rules: a watch-list hit, a forced gate, a detector's alarm contact). Each event
+//   is an occurrence. The desk's resolve re-arms at once, so the next occurrence is a new alert;
+//   an occurrence while the alert is open is the same alert ("retrigger": the alerting tier opens
+//   a new one if the desk closed it where this engine could not see).
+// - CONTINUOUS (metric and absence rules: a density above a threshold, a silent device). A
+//   condition that lasts. Resolved by the desk while it still holds, the latch waits for the
+//   rule's clear (or its hold) before it re-arms; otherwise the next reading would re-raise.
 //
-// Why a "resolved" state at all: a smoke density rule resolved by the desk while the density is
-// still high must not raise again on the next reading; it re-arms when its clear condition holds
-// (or its hold elapses). A rule with no clear of its own (a watch-list hit) has nothing to wait
-// for: the desk's resolve re-arms it at once, and the hold re-arms it when the desk's resolution
-// never reached this engine (another process resolved it), so no later hit is ever swallowed.
+//   armed ──trigger──> raised ──ack──> acknowledged ──resolve──> armed                  (discrete)
+//                        │                  │       └─resolve──> resolved ──clear──> armed (continuous)
+//                        └──────clear───────┴──────────────────────────────────────────> armed
+//
+// The hold (`rearm: { after }`, default 10 min for rules without a clear of their own) re-arms a
+// latch whose alert the desk closed elsewhere, so no later occurrence is ever swallowed.
 
 export const LATCH_STATES = ['armed', 'raised', 'acknowledged', 'resolved'] as const;
 export type LatchState = (typeof LATCH_STATES)[number];
@@ -40,31 +46,31 @@ type Table = Record<LatchState, Record<LatchEvent, Step>>;
 const stay = (s: LatchState): Step => ({ to: s, effect: null });
 const go = (to: LatchState, effect: LatchEffect = null): Step => ({ to, effect });
 
-/** Rules with a clear condition of their own (metric, absence, clearing event or quiet). */
-export const SELF_CLEARING: Table = {
-  //             trigger                   clear                   ack                    resolve              hold
-  armed:        { trigger: go('raised', 'raise'), clear: stay('armed'),           ack: stay('armed'),         resolve: stay('armed'),     hold: stay('armed') },
-  raised:       { trigger: stay('raised'),        clear: go('armed', 'cleared'),  ack: go('acknowledged'),    resolve: go('resolved'),    hold: stay('raised') },
-  acknowledged: { trigger: stay('acknowledged'),  clear: go('armed', 'cleared'),  ack: stay('acknowledged'),  resolve: go('resolved'),    hold: stay('acknowledged') },
-  resolved:     { trigger: stay('resolved'),      clear: go('armed', 'cleared'),  ack: stay('resolved'),      resolve: stay('resolved'),  hold: go('armed') },
+/** Metric and absence rules: a condition that lasts. */
+export const CONTINUOUS: Table = {
+  //             trigger                          clear                          ack                        resolve                hold
+  armed:        { trigger: go('raised', 'raise'), clear: stay('armed'),          ack: stay('armed'),        resolve: stay('armed'), hold: stay('armed') },
+  raised:       { trigger: stay('raised'),        clear: go('armed', 'cleared'), ack: go('acknowledged'),   resolve: go('resolved'), hold: go('armed') },
+  acknowledged: { trigger: stay('acknowledged'),  clear: go('armed', 'cleared'), ack: stay('acknowledged'), resolve: go('resolved'), hold: go('armed') },
+  resolved:     { trigger: stay('resolved'),      clear: go('armed', 'cleared'), ack: stay('resolved'),     resolve: stay('resolved'), hold: go('armed') },
 };
 
-/** Rules only a person closes (event rules without clear, `clear: { manual: true }`). */
-export const PERSON_CLEARED: Table = {
-  //             trigger                              clear               ack                    resolve          hold
-  armed:        { trigger: go('raised', 'raise'),              clear: stay('armed'),        ack: stay('armed'),        resolve: stay('armed'), hold: stay('armed') },
-  raised:       { trigger: go('raised', 'retrigger'),          clear: stay('raised'),       ack: go('acknowledged'),   resolve: go('armed'),   hold: go('armed') },
-  acknowledged: { trigger: go('acknowledged', 'retrigger'),    clear: stay('acknowledged'), ack: stay('acknowledged'), resolve: go('armed'),   hold: go('armed') },
-  resolved:     { trigger: go('raised', 'raise'),              clear: stay('resolved'),     ack: stay('resolved'),     resolve: go('armed'),   hold: go('armed') },
+/** Event rules: each event an occurrence. */
+export const DISCRETE: Table = {
+  //             trigger                                  clear                          ack                        resolve              hold
+  armed:        { trigger: go('raised', 'raise'),         clear: stay('armed'),          ack: stay('armed'),        resolve: stay('armed'), hold: stay('armed') },
+  raised:       { trigger: go('raised', 'retrigger'),     clear: go('armed', 'cleared'), ack: go('acknowledged'),   resolve: go('armed'),   hold: go('armed') },
+  acknowledged: { trigger: go('acknowledged', 'retrigger'), clear: go('armed', 'cleared'), ack: stay('acknowledged'), resolve: go('armed'), hold: go('armed') },
+  resolved:     { trigger: go('raised', 'raise'),         clear: stay('armed'),          ack: stay('resolved'),     resolve: go('armed'),   hold: go('armed') },
 };
 
 /** Default re-arm hold of rules only a person closes (a rule may set `rearm: { after: … }`). */
 export const DEFAULT_REARM_MS = 10 * 60_000;
 
 export interface LatchRule {
-  /** the rule has a clear condition of its own */
-  selfClearing: boolean;
-  /** re-arm hold after the last trigger; null = none (self-clearing rules wait for their clear) */
+  /** event rules are discrete; metric and absence rules continuous */
+  kind: 'discrete' | 'continuous';
+  /** re-arm hold after the last trigger; null = none (rules with a clear of their own wait for it) */
   rearmAfterMs: number | null;
 }
 
@@ -79,7 +85,7 @@ export const ARMED: Latch = { state: 'armed', since: null };
 
 /** One step of the machine. Unknown states (an old snapshot) read as raised: never forget an alert. */
 export function stepLatch(rule: LatchRule, latch: Latch, event: LatchEvent, at: number): { latch: Latch; effect: LatchEffect } {
-  const table = rule.selfClearing ? SELF_CLEARING : PERSON_CLEARED;
+  const table = rule.kind === 'discrete' ? DISCRETE : CONTINUOUS;
   const from = (LATCH_STATES as readonly string[]).includes(latch.state) ? latch.state : 'raised';
   const step = table[from][event];
   const since = step.to === 'armed' ? null : event === 'trigger' ? at : latch.since;

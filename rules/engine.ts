@@ -156,8 +156,7 @@ const secs = (ms: number) => (ms % 60_000 === 0 && ms > 0 ? `${ms / 60_000}m` : 
 
 /** How the latch table applies to a rule. */
 export function latchRuleOf(r: CompiledRule): LatchRule {
-  const selfClearing = r.clear.kind !== 'manual';
-  return { selfClearing, rearmAfterMs: r.rearmAfterMs ?? (selfClearing ? null : DEFAULT_REARM_MS) };
+  return { kind: r.when.kind === 'event' ? 'discrete' : 'continuous', rearmAfterMs: r.rearmAfterMs ?? (r.clear.kind === 'manual' ? DEFAULT_REARM_MS : null) };
 }
 const latchOf = (st: KeyState): Latch => (st.ls ? { state: st.ls, since: st.lx ?? null } : st.a ? { state: 'raised', since: st.lx ?? null } : ARMED);
 function setLatch(st: KeyState, l: Latch): void {
@@ -395,7 +394,7 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     else delete gs.m[deviceId];
     dirty.add(ctx.orgPath);
     const ok = groupHolds(r, gs, ts);
-    if (!latched(gs) || latchRuleOf(r).selfClearing === false) {
+    if (!latched(gs) || latchRuleOf(r).kind === 'discrete') {
       if (ok) {
         gs.d = deviceId;
         const n = Object.keys(gs.m).length;
@@ -603,7 +602,7 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
             if (!latched(st)) clearKey(res.transitions, r, key, st, now, null, { zh: '', en: '' }); // re-armed: no transition, fresh counts
           }
           if (r.composite) {
-            if (latched(st) && latchRuleOf(r).selfClearing && !groupHolds(r, st, now)) {
+            if (latched(st) && !groupHolds(r, st, now)) {
               st.c ??= now;
               const forMs = r.clear.kind === 'value' ? r.clear.forMs : r.clear.kind === 'event' ? (r.clear.quietMs ?? 0) : 0;
               if (now - st.c >= forMs) clearKey(res.transitions, r, key, st, now, null, { zh: '组合条件不再满足', en: 'composite condition no longer holds' });
