@@ -394,21 +394,21 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     else delete gs.m[deviceId];
     dirty.add(ctx.orgPath);
     const ok = groupHolds(r, gs, ts);
-    if (!latched(gs) || latchRuleOf(r).kind === 'discrete') {
-      if (ok) {
-        gs.d = deviceId;
-        const n = Object.keys(gs.m).length;
-        raise(out, r, gkey, gs, deviceId, ts, value, eventType, drill, p, {
-          zh: `${reason.zh}（同${r.composite!.group === 'room' ? '房间' : r.composite!.group === 'building' ? '楼宇' : '校区'} ${n} 个设备）`,
-          en: `${reason.en} (${n} devices in the same ${r.composite!.group})`,
-        });
-      }
-    } else if (!ok) {
+    // armed and holding: raise; an event group holding again while raised: the latch table says (retrigger)
+    if (ok && (!latched(gs) || latchRuleOf(r).kind === 'discrete')) {
+      gs.d = deviceId;
+      gs.c = null;
+      const n = Object.keys(gs.m).length;
+      raise(out, r, gkey, gs, deviceId, ts, value, eventType, drill, p, {
+        zh: `${reason.zh}（同${r.composite!.group === 'room' ? '房间' : r.composite!.group === 'building' ? '楼宇' : '校区'} ${n} 个设备）`,
+        en: `${reason.en} (${n} devices in the same ${r.composite!.group})`,
+      });
+    } else if (!ok && latched(gs)) {
       gs.c ??= ts;
       timed.add(gkey);
       const forMs = r.clear.kind === 'value' ? r.clear.forMs : 0;
       if (ts - gs.c >= forMs) clearKey(out, r, gkey, gs, ts, value, { zh: '组合条件不再满足', en: 'composite condition no longer holds' });
-    } else gs.c = null;
+    } else if (ok) gs.c = null;
   };
 
   const evalReading = (out: AlertTransition[], r: CompiledRule, rd: Reading, ctx: EvalContext) => {
