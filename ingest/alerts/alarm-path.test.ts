@@ -3,7 +3,7 @@
 // - Lost: a watch-list hit the desk resolved must not latch the kiosk forever (nor across restarts).
 // - Masked: during a drill only what the drill stages is a drill; a real alarm stays real.
 // - Linked by name: a gate whose model id says nothing of gates is released in a fire.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock, Command, CommandResult, DeviceCapabilities, DeviceEvent } from '../../contract/index.ts';
 import { parseProfile } from '../../device-drivers/profiles.ts';
 import { profileCapabilities } from '../../device-drivers/profile-schema.ts';
@@ -13,10 +13,12 @@ import { openStore, type Store } from '../store.ts';
 import type { StoredBatch } from '../types.ts';
 import { createAlerting, loadLibrary, startReferenceReceiver, type Alerting, type AlertingOptions } from './index.ts';
 
-const SCHOOL = '37/3701/370102/3737000001';
-const GW = 'gw-3737000001';
 const T0 = Date.parse('2026-11-30T02:00:00Z');
-const desk = scopeOf(SCHOOL);
+// each test its own school and gateway in one database per engine (a database is slow to make)
+let n = 0;
+let SCHOOL = '';
+let GW = '';
+let desk = scopeOf('37');
 
 function fakeClock(start = T0): Clock & { advance(ms: number): void } {
   let t = start;
@@ -61,10 +63,21 @@ describe.each(ENGINES)('the alarm path on %s', (engine) => {
   const commands: Command[] = [];
   const sender = { async send(_gw: string, c: Command): Promise<CommandResult> { commands.push(c); return { v: 1, id: c.id, ok: true, ts: T0 }; } };
 
-  beforeEach(async () => {
+  beforeAll(async () => {
     tdb = await createTestDatabase(engine);
     store = await openStore(tdb.db);
     await store.seedOrgTree({ demo: true });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await tdb?.drop();
+  });
+  beforeEach(async () => {
+    const code = `37379${String(++n).padStart(5, '0')}`;
+    SCHOOL = `37/3701/370102/${code}`;
+    GW = `gw-${code}`;
+    desk = scopeOf(SCHOOL);
+    await store.upsertOrgNode({ path: SCHOOL, nameZh: `测试学校 ${n}` });
     await store.registerGateway({ id: GW, county: '370102', orgPath: SCHOOL, password: 'secret-gw-123' });
     const turnstile = parseProfile('turnstile-model-x9.yaml', TURNSTILE);
     expect(turnstile.problems).toEqual([]);
@@ -86,8 +99,6 @@ describe.each(ENGINES)('the alarm path on %s', (engine) => {
   });
   afterEach(async () => {
     for (const a of running.splice(0)) await a.stop();
-    await store?.close();
-    await tdb?.drop();
   });
 
   const start = async (clock: Clock, extra: Partial<AlertingOptions> = {}) => {
@@ -190,7 +201,7 @@ describe.each(ENGINES)('the alarm path on %s', (engine) => {
       expect(commands.map((c) => c.kind === 'device.write' && [c.device, c.point, c.value])).toEqual([['turnstile-1', 'free_all_lanes', 'free-passage']]);
       // delivered as they are: the provincial emergency module is told which are drills
       await a.deliver();
-      const sent = new Map(receiver.received().filter((d) => d.payload.transition === 'raised').map((d) => [d.payload.alert.deviceId, d.payload.drill]));
+      const sent = new Map(receiver.received().filter((d) => d.payload.transition === 'raised' && d.payload.alert.orgPath === SCHOOL).map((d) => [d.payload.alert.deviceId, d.payload.drill]));
       expect(Object.fromEntries(sent)).toEqual({ 'smoke-2': true, 'smoke-1': false, 'kiosk-1': false, 'turnstile-2': true });
     } finally {
       await receiver.close();
