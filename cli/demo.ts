@@ -51,7 +51,7 @@ export interface Demo {
   receiver: ReferenceReceiver;
   server: DashboardServer;
   sims: { smoke: ModbusSimulator; temp: ModbusSimulator; camera: OnvifSimulator; gate: GateSimulator; kiosk: KioskSimulator; button: ButtonSimulator };
-  /** stage a fire drill now: smoke density above threshold for `holdMs`, marked as a drill */
+  /** stage a fire drill now at smoke-1 (the drill's staged device): smoke density above threshold for `holdMs`, marked as a drill */
   stageDrill(holdMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -218,7 +218,8 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     const platform = scopeOf(DEMO.province);
     let drillHold: NodeJS.Timeout | undefined;
     const stageDrill = async (holdMs = 20_000) => {
-      await alerting.startDrill(platform, DEMO.school.orgPath, Math.ceil((holdMs + 60_000) / 60_000), 'demo');
+      // the drill stages smoke-1: its alarms are drills; any other alarm at the school stays real
+      await alerting.startDrill(platform, DEMO.school.orgPath, Math.ceil((holdMs + 60_000) / 60_000), 'demo', [`${DEMO.gatewayId}/smoke-1`]);
       log.info('演练开始 drill staged: smoke rising at smoke-1', { site: DEMO.school.orgPath });
       smoke.set('smoke_density', 0.32);
       smoke.set('alarm', true);

@@ -119,6 +119,34 @@ export const HEALTH_STATES = ['online', 'degraded', 'offline'] as const;
 export type HealthState = (typeof HEALTH_STATES)[number];
 
 /** Retained on `status`; the broker publishes the last will `{state: 'offline'}` when a gateway drops. */
+/** Kinds of alarm a device's event can be (declared in its profile; the desk and rules read them). */
+export const ALARM_KINDS = ['fire', 'gas', 'intrusion', 'panic', 'visitor-watchlist', 'water', 'tamper'] as const;
+export type AlarmKind = (typeof ALARM_KINDS)[number];
+/** What linkage may write on a device: the only capability that writes, and it only ever opens. */
+export const POINT_CAPABILITIES = ['evacuation-release'] as const;
+export type PointCapability = (typeof POINT_CAPABILITIES)[number];
+
+/**
+ * What a device can do, from its profile (carried by the birth message, stored with the device).
+ * Linkage, alarm handling and pages act on these, never on a model name. Bounded: a birth stays small.
+ */
+export const deviceCapabilitiesSchema = z.strictObject({
+  /** points to write to release the device for evacuation (GB 50116-2013), each with its value */
+  'evacuation-release': z
+    .array(z.strictObject({ point: z.string().min(1).max(64), value: z.union([z.number(), z.boolean(), z.string().max(64)]) }))
+    .min(1)
+    .max(16)
+    .optional(),
+  /** the device takes still images (a camera) */
+  snapshot: z.boolean().optional(),
+  /** its events that are alarms: event type → kind */
+  alarms: z
+    .record(eventTypeSchema, z.enum(ALARM_KINDS))
+    .refine((o) => Object.keys(o).length <= 32, { message: 'at most 32 alarm event types per device' })
+    .optional(),
+});
+export type DeviceCapabilities = z.infer<typeof deviceCapabilitiesSchema>;
+
 export const gatewayStatusSchema = z.strictObject({
   v: z.literal(1),
   gateway: gatewayIdSchema,
@@ -140,6 +168,8 @@ export const gatewayStatusSchema = z.strictObject({
         /** where it is on the site: linkage releases the gates of a building, the desk filters by it */
         building: z.string().max(100).optional(),
         room: z.string().max(100).optional(),
+        /** what the device can do, from its profile (optional: older gateways send none) */
+        capabilities: deviceCapabilitiesSchema.optional(),
       }),
     )
     .optional(),

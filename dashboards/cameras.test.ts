@@ -13,7 +13,9 @@ import { launchBrowser, loginAs, screenshot, poll } from './testing-browser.ts';
 import { TEST_PASSWORD } from './testing.ts';
 
 describe('nearestCamera', () => {
-  const d = (deviceId: string, profile: string, building: string | null, room: string | null = null) => ({ gatewayId: 'g', deviceId, orgPath: '37', profile, building, room });
+  // a camera is what its capabilities say (snapshot), whatever its profile is called
+  const d = (deviceId: string, profile: string, building: string | null, room: string | null = null) =>
+    ({ gatewayId: 'g', deviceId, orgPath: '37', profile: `model-${deviceId.length}`, building, room, capabilities: profile === 'onvif-camera' ? { snapshot: true } : {} });
   it('prefers the same room, then the same building, then any camera of the gateway', () => {
     const devices = [d('smoke', 'smoke-x', 'A', '301'), d('camB', 'onvif-camera', 'B'), d('camA', 'onvif-camera', 'A', '2F'), d('camA3', 'onvif-camera', 'A', '301')];
     expect(nearestCamera(devices, { gatewayId: 'g', deviceId: 'smoke' })?.deviceId).toBe('camA3');

@@ -50,9 +50,11 @@ interface DeviceLike {
   building?: string | null;
   room?: string | null;
   location?: string | null;
+  capabilities?: { snapshot?: boolean } | null;
 }
 
-export const isCamera = (d: { profile: string }) => /camera|onvif/i.test(d.profile);
+/** A camera is a device that declares the snapshot capability (from its profile, via the birth message). */
+export const isCamera = (d: { capabilities?: { snapshot?: boolean } | null }) => d.capabilities?.snapshot === true;
 
 /** The camera nearest a device: same room, then same building, then anywhere on the same site. */
 export function nearestCamera(devices: DeviceLike[], target: { gatewayId: string; deviceId: string }): DeviceLike | null {

@@ -157,8 +157,8 @@ export async function startStack(opts: {
       devices: [
         { id: 'smoke-1', profile: 'smoke-photoelectric-generic', name: '一号楼三层烟感', state: 'online', lastSeen: now, expectedIntervalMs: 60_000 },
         { id: 'temp-1', profile: 'temp-humidity-generic', name: '配电室温湿度', state: 'online', lastSeen: now, expectedIntervalMs: 60_000 },
-        { id: 'cam-1', profile: 'onvif-camera-generic', name: '一号楼走廊摄像机', state: 'online', lastSeen: now, expectedIntervalMs: 60_000 },
-        { id: 'cam-2', profile: 'onvif-camera-generic', name: '东门摄像机', state: 'online', lastSeen: now, expectedIntervalMs: 60_000 },
+        { id: 'cam-1', profile: 'onvif-camera-generic', name: '一号楼走廊摄像机', state: 'online', lastSeen: now, expectedIntervalMs: 60_000, capabilities: { snapshot: true } },
+        { id: 'cam-2', profile: 'onvif-camera-generic', name: '东门摄像机', state: 'online', lastSeen: now, expectedIntervalMs: 60_000, capabilities: { snapshot: true } },
       ],
     });
   }

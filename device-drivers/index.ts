@@ -10,7 +10,7 @@ import { createOnvifDriver } from './onvif/driver.ts';
 
 export * from './types.ts';
 export { loadProfiles, getProfile, parseProfile, ProfileCatalogueError, BUILTIN_PROFILE_DIR } from './profiles.ts';
-export { profileSchema, parseDuration, ALARM_EVENT_TYPES, type Profile, type ModbusProfile, type MqttProfile, type OnvifProfile } from './profile-schema.ts';
+export { profileSchema, profileCapabilities, parseDuration, ALARM_EVENT_TYPES, type Profile, type ModbusProfile, type MqttProfile, type OnvifProfile } from './profile-schema.ts';
 export { HealthTracker, OFFLINE_AFTER_FAILURES } from './health.ts';
 export { createModbusDriver, type ModbusDriver } from './modbus/driver.ts';
 export { startModbusSimulator, type ModbusSimulator, type ModbusSimulatorOptions, type ModbusFault } from './modbus/simulator.ts';

@@ -2,7 +2,7 @@
 // protocol and how the device's points map to Xiaoan metrics and events; the protocol driver reads
 // it and never knows a product. `loadProfiles()` collects every problem of every file at once.
 import { z } from 'zod';
-import { eventTypeSchema, localizedSchema, metricSchema } from '../contract/index.ts';
+import { ALARM_KINDS, POINT_CAPABILITIES, eventTypeSchema, localizedSchema, metricSchema, type DeviceCapabilities } from '../contract/index.ts';
 
 /** `500ms`, `5s`, `2m`, `1h` or a number of milliseconds. */
 export function parseDuration(v: string | number): number {
@@ -23,7 +23,11 @@ const durationSchema = z.union([z.number().int().positive(), z.string()]).transf
 });
 
 export const PRIORITIES = ['alarm', 'normal'] as const;
-/** Event types that need a person now: they carry priority `alarm` unless a profile says otherwise. */
+/**
+ * Event types that need a person now: they carry priority `alarm` unless a profile says otherwise.
+ * A profile says what its events are with `alarm: <kind>` (which also makes them priority alarm);
+ * this list is the fallback for profiles of sites that declare nothing.
+ */
 export const ALARM_EVENT_TYPES = new Set(['smoke.alarm', 'gas.alarm', 'gate.forced_open', 'button.pressed', 'visitor.watchlist']);
 
 export const CATEGORIES = ['fire', 'gas', 'environment', 'water', 'access', 'emergency', 'visitor', 'video', 'linkage'] as const;
@@ -36,8 +40,21 @@ const pollSchema = z.strictObject({
   integrity: durationSchema,
 });
 
+/** `alarm: fire` on an event declaration: the event is an alarm of that kind (and priority alarm). */
+const alarmKind = z.enum(ALARM_KINDS).optional();
+/** The value a capability writes (e.g. `true` on a release coil, `fire-alarm` as a gate's release reason). */
+const writeValue = z.union([z.number(), z.boolean(), z.string().max(64)]);
+/** `capability: evacuation-release` on a writable point or command: linkage writes it in a fire. */
+const pointCapability = {
+  capability: z.enum(POINT_CAPABILITIES).optional(),
+  /** what the capability writes (default: true on a bool point; required otherwise) */
+  capabilityValue: writeValue.optional(),
+};
+
 /** What to emit when a bool point, bit or enum value changes. */
 const edgeEventSchema = z.strictObject({
+  alarm: alarmKind,
+  ...pointCapability,
   /** emitted on the rising edge (false → true), also when first seen true */
   event: eventTypeSchema.optional(),
   /** emitted on the falling edge (true → false) */
@@ -111,6 +128,7 @@ const mqttMessageSchema = z.strictObject({
     .strictObject({
       type: eventTypeSchema,
       priority: z.enum(PRIORITIES).optional(),
+      alarm: alarmKind,
       /** event data key → payload field */
       data: fieldMapSchema.optional(),
     })
@@ -129,7 +147,7 @@ const mqttSchema = z.strictObject({
   privacy: z.array(privacyFieldSchema).default([]),
   /** writable points: point → sub-topic and payload template (`$value` is replaced) */
   commands: z
-    .record(z.string(), z.strictObject({ topic: z.string(), payload: z.record(z.string(), z.unknown()) }))
+    .record(z.string(), z.strictObject({ topic: z.string(), payload: z.record(z.string(), z.unknown()), ...pointCapability }))
     .default({}),
 });
 
@@ -143,6 +161,7 @@ const onvifSchema = z.strictObject({
         /** the SimpleItem that carries the state, e.g. IsMotion; the event fires when it turns true */
         stateItem: z.string().optional(),
         priority: z.enum(PRIORITIES).optional(),
+        alarm: alarmKind,
       }),
     )
     .default([]),
@@ -195,9 +214,63 @@ export function bitFieldWidth(p: { count?: number; bits?: Array<{ bit: number }>
   return p.count ?? Math.max(0, ...(p.bits ?? []).map((b) => b.bit)) + 1;
 }
 
+/**
+ * What a device of this profile can do, as the birth message carries it (contract
+ * `deviceCapabilitiesSchema`): release points and their values, snapshots, alarm events by kind.
+ */
+export function profileCapabilities(p: Profile): DeviceCapabilities {
+  const release: { point: string; value: string | number | boolean }[] = [];
+  const alarms: Record<string, (typeof ALARM_KINDS)[number]> = {};
+  const note = (d: { event?: string; alarm?: (typeof ALARM_KINDS)[number] } | undefined) => {
+    if (d?.event && d.alarm) alarms[d.event] = d.alarm;
+  };
+  if (p.protocol === 'modbus') {
+    for (const pt of p.points) {
+      note(pt);
+      if (pt.capability === 'evacuation-release') release.push({ point: pt.name, value: pt.capabilityValue ?? true });
+      for (const b of pt.bits ?? []) {
+        note(b);
+        if (b.capability === 'evacuation-release') release.push({ point: b.name, value: b.capabilityValue ?? true });
+      }
+    }
+  } else if (p.protocol === 'mqtt') {
+    for (const m of p.mqtt.messages) if (m.event?.alarm) alarms[m.event.type] = m.event.alarm;
+    for (const [point, c] of Object.entries(p.mqtt.commands)) if (c.capability === 'evacuation-release' && c.capabilityValue !== undefined) release.push({ point, value: c.capabilityValue });
+  } else {
+    for (const e of p.onvif.events) if (e.alarm) alarms[e.type] = e.alarm;
+  }
+  return {
+    ...(release.length ? { 'evacuation-release': release } : {}),
+    ...(p.protocol === 'onvif' && p.onvif.snapshot ? { snapshot: true } : {}),
+    ...(Object.keys(alarms).length ? { alarms } : {}),
+  };
+}
+
+/** Declarations of capabilities that cannot work: on a read-only point, without a value to write. */
+function capabilityProblems(p: Profile): string[] {
+  const out: string[] = [];
+  const check = (at: string, d: { capability?: string; capabilityValue?: unknown }, writable: boolean, bool: boolean) => {
+    if (!d.capability) {
+      if (d.capabilityValue !== undefined) out.push(`${at}: capabilityValue without a capability`);
+      return;
+    }
+    if (!writable) out.push(`${at}: capability ${d.capability} needs a writable point (linkage writes it)`);
+    if (d.capabilityValue === undefined && !bool) out.push(`${at}: capability ${d.capability} needs capabilityValue (what linkage writes)`);
+  };
+  if (p.protocol === 'modbus') {
+    p.points.forEach((pt, i) => {
+      check(`points[${i}] ${pt.name}`, pt, pt.writable, pt.type === 'bool');
+      (pt.bits ?? []).forEach((b, j) => check(`points[${i}].bits[${j}] ${b.name}`, b, pt.writable && (pt.table === 'coil'), true));
+    });
+  } else if (p.protocol === 'mqtt') {
+    for (const [point, c] of Object.entries(p.mqtt.commands)) check(`mqtt.commands.${point}`, c, true, false);
+  }
+  return out;
+}
+
 /** Consistency checks a schema cannot express; each returns `path: message`. */
 export function profileProblems(p: Profile): string[] {
-  const out: string[] = [];
+  const out: string[] = capabilityProblems(p);
   if (p.protocol === 'modbus') {
     const names = new Set<string>();
     const used = new Map<string, string>();

@@ -1,7 +1,8 @@
 // One test over the whole catalogue: every profile loads, is consistent, and every Modbus profile
 // round-trips each of its points through its own simulator and the driver.
 import { describe, expect, it } from 'vitest';
-import { silentLogger, systemClock } from '../contract/index.ts';
+import { deviceCapabilitiesSchema, gatewayStatusSchema, silentLogger, systemClock } from '../contract/index.ts';
+import { profileCapabilities } from './profile-schema.ts';
 import { ALARM_EVENT_TYPES, createDriver, loadProfiles, parseProfile, type ModbusProfile, type Observation } from './index.ts';
 import { startModbusSimulator } from './modbus/simulator.ts';
 import { LineRegistry } from './modbus/line.ts';
@@ -46,6 +47,47 @@ describe('the profile catalogue', async () => {
       if (p.protocol === 'onvif') for (const e of p.onvif.events) events.push(e);
       for (const e of events) if (ALARM_EVENT_TYPES.has(e.type)) expect(e.priority ?? 'alarm', `${p.id} ${e.type}`).toBe('alarm');
     }
+  });
+
+  it('capabilities: every writable release point declares evacuation-release, every alarm event its kind, and the birth carries them', () => {
+    const writable: Array<{ at: string; name: string; capability?: string }> = [];
+    for (const p of profiles) {
+      if (p.protocol === 'modbus')
+        for (const pt of p.points) {
+          if (pt.writable) writable.push({ at: `${p.id}.${pt.name}`, name: pt.name, capability: pt.capability });
+          if (pt.writable && pt.table === 'coil') for (const b of pt.bits ?? []) writable.push({ at: `${p.id}.${b.name}`, name: b.name, capability: b.capability });
+        }
+      if (p.protocol === 'mqtt') for (const [name, c] of Object.entries(p.mqtt.commands)) writable.push({ at: `${p.id}.${name}`, name, capability: c.capability });
+      const caps = profileCapabilities(p);
+      // what the birth message carries fits the contract's bounds
+      expect(deviceCapabilitiesSchema.safeParse(caps).success, p.id).toBe(true);
+      // exits are releasable in a fire; cameras take snapshots; alarm events say what they are
+      if (p.category === 'access') expect(caps['evacuation-release']?.length, `${p.id} can be released`).toBeGreaterThan(0);
+      if (p.category === 'video') expect(caps.snapshot, p.id).toBe(true);
+      for (const t of ALARM_EVENT_TYPES) {
+        const emits = JSON.stringify(p).includes(`"${t}"`);
+        if (emits) expect(caps.alarms?.[t], `${p.id} declares the kind of ${t}`).toBeDefined();
+      }
+      // the loader derived the same capabilities the edge puts in the birth
+      expect((p as { capabilities?: unknown }).capabilities, p.id).toEqual(caps);
+    }
+    for (const w of writable) if (w.name.includes('release')) expect(w.capability, `${w.at} is a release point`).toBe('evacuation-release');
+    // and the relay's door releases are found by their capability, not their names
+    const relay = profileCapabilities(profiles.find((p) => p.id === 'relay-output-8ch-generic')!);
+    expect(relay['evacuation-release']).toEqual([{ point: 'door_release_east', value: true }, { point: 'door_release_west', value: true }]);
+    expect(gatewayStatusSchema.safeParse({ v: 1, gateway: 'gw-3737000001', state: 'online', ts: Date.now(), devices: [{ id: 'relay-1', profile: 'relay-output-8ch-generic', state: 'online', lastSeen: null, capabilities: relay }] }).error).toBeUndefined();
+  });
+
+  it('a capability that cannot work is refused: on a read-only point, or with nothing to write', () => {
+    const base = 'id: odd-model-q1\nprotocol: modbus\ncategory: access\ndescription: { zh: 闸机, en: A turnstile }\npoll: { interval: 5s, integrity: 5m }\npoints:\n';
+    const bad = parseProfile('odd-model-q1.yaml', base + '  - { name: exit, table: discrete, address: 0, type: bool, capability: evacuation-release }\n  - { name: mode, table: holding, address: 0, type: uint16, writable: true, capability: evacuation-release }\n');
+    expect(bad.problems.join('\n')).toMatch(/exit: capability evacuation-release needs a writable point/);
+    expect(bad.problems.join('\n')).toMatch(/mode: capability evacuation-release needs capabilityValue/);
+    const good = parseProfile('odd-model-q1.yaml', base + '  - { name: mode, table: holding, address: 0, type: uint16, writable: true, capability: evacuation-release, capabilityValue: 3 }\n  - { name: forced, table: discrete, address: 0, type: bool, event: gate.forced_open, alarm: intrusion }\n');
+    expect(good.problems).toEqual([]);
+    expect(profileCapabilities(good.profile!)).toEqual({ 'evacuation-release': [{ point: 'mode', value: 3 }], alarms: { 'gate.forced_open': 'intrusion' } });
+    // an event declared as an alarm is priority alarm without saying so twice
+    expect((good.profile as ModbusProfile).points[1]!.priority).toBe('alarm');
   });
 
   it('the gas detector carries the two GB/T 50493-2019 alarm levels within 25 % and 50 % LEL', () => {

@@ -4,7 +4,19 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { profileProblems, profileSchema, type Profile } from './profile-schema.ts';
+import { profileCapabilities, profileProblems, profileSchema, type Profile } from './profile-schema.ts';
+
+/** An event declared `alarm: <kind>` is priority alarm unless the profile says otherwise; capabilities are derived once. */
+function alarmsArePriority(p: Profile): Profile {
+  const lift = (d: { alarm?: string; priority?: 'alarm' | 'normal' } | undefined) => {
+    if (d?.alarm && !d.priority) d.priority = 'alarm';
+  };
+  if (p.protocol === 'modbus') for (const pt of p.points) [pt, ...(pt.bits ?? [])].forEach(lift);
+  else if (p.protocol === 'mqtt') for (const m of p.mqtt.messages) lift(m.event);
+  else p.onvif.events.forEach(lift);
+  // what the birth message carries for each device of this model (edge/gateway.ts birth())
+  return Object.assign(p, { capabilities: profileCapabilities(p) });
+}
 import { DriverError } from './types.ts';
 
 export const BUILTIN_PROFILE_DIR = join(dirname(fileURLToPath(import.meta.url)), 'profiles');
@@ -27,7 +39,7 @@ export function parseProfile(file: string, text: string): { profile?: Profile; p
   const r = profileSchema.safeParse(doc);
   if (!r.success) return { problems: r.error.issues.map((i) => `${file}: ${i.path.join('.') || '(top)'}: ${i.message}`) };
   const problems = profileProblems(r.data).map((m) => `${file}: ${m}`);
-  return problems.length ? { problems } : { profile: r.data, problems };
+  return problems.length ? { problems } : { profile: alarmsArePriority(r.data), problems };
 }
 
 const cache = new Map<string, Promise<Profile[]>>();

@@ -299,6 +299,11 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   }
 
   function birth(): GatewayStatus {
+    type Caps = NonNullable<GatewayStatus['devices']>[number]['capabilities'];
+    const capabilitiesOf = (id: string): { capabilities?: Caps } => {
+      const c = (profiles?.find((p) => p.id === id) as { capabilities?: Caps } | undefined)?.capabilities;
+      return c ? { capabilities: c } : {};
+    };
     const st = buf().stats();
     return {
       v: 1,
@@ -319,6 +324,8 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
           ...(loc ? { location: loc.slice(0, 200) } : {}),
           ...(d.building ? { building: d.building.slice(0, 100) } : {}),
           ...(d.room ? { room: d.room.slice(0, 100) } : {}),
+          // what it can do, from its profile (device-drivers attaches it when loading the catalogue)
+          ...capabilitiesOf(d.profile),
         };
       }),
       buffer: { depth: st.depth, dropped: st.dropped },

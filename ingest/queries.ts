@@ -2,6 +2,7 @@
 // scopeSql() (ingest/scope.ts); nothing outside the scope's subtree is ever returned.
 // Times go in and out as epoch milliseconds.
 
+import type { DeviceCapabilities } from '../contract/index.ts';
 import type { Db } from './db.ts';
 import { scopeSql, type Scope } from './scope.ts';
 
@@ -18,6 +19,14 @@ export interface DeviceRow {
   lastSeen: number | null;
   expectedIntervalMs: number | null;
   gatewayState: 'unknown' | 'online' | 'offline';
+  /** what the device can do, from its birth (null: its gateway sent none) */
+  capabilities: DeviceCapabilities | null;
+}
+
+/** jsonb comes back parsed from node-postgres and PGlite alike; text only from older drivers. */
+function parseCapabilities(v: unknown): DeviceCapabilities | null {
+  if (v == null) return null;
+  return (typeof v === 'string' ? JSON.parse(v) : v) as DeviceCapabilities;
 }
 
 export interface DeviceFilter {
@@ -173,7 +182,7 @@ export function createQueries(db: Db): Queries {
       params.push(clampLimit(f.limit, 1000, 10_000));
       const r = await db.query<Record<string, unknown>>(
         `select d.gateway_id, d.device_id, d.org_path, d.profile, d.name, d.building, d.room, d.location, d.state,
-                ${ms('d.last_seen')} as last_seen, d.expected_interval_ms, g.state as gateway_state
+                ${ms('d.last_seen')} as last_seen, d.expected_interval_ms, g.state as gateway_state, d.capabilities
            from devices d join gateways g on g.id = d.gateway_id
           where ${where.join(' and ')}
           order by d.org_path, d.gateway_id, d.device_id limit $${params.length}`,
@@ -192,6 +201,7 @@ export function createQueries(db: Db): Queries {
         lastSeen: x.last_seen == null ? null : Number(x.last_seen),
         expectedIntervalMs: x.expected_interval_ms == null ? null : Number(x.expected_interval_ms),
         gatewayState: x.gateway_state as DeviceRow['gatewayState'],
+        capabilities: parseCapabilities(x.capabilities),
       }));
     },
 

@@ -254,14 +254,15 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
         }
         for (const d of status.devices ?? []) {
           await tx.query(
-            `insert into devices as d (gateway_id, device_id, org_path, profile, name, location, state, last_seen, expected_interval_ms, building, room)
-             values ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8 / 1000.0), $9, $10, $11)
+            `insert into devices as d (gateway_id, device_id, org_path, profile, name, location, state, last_seen, expected_interval_ms, building, room, capabilities)
+             values ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8 / 1000.0), $9, $10, $11, $12::jsonb)
              on conflict (gateway_id, device_id) do update set
                profile = excluded.profile, name = excluded.name, location = coalesce(excluded.location, d.location),
+               capabilities = coalesce(excluded.capabilities, d.capabilities),
                building = coalesce(excluded.building, d.building), room = coalesce(excluded.room, d.room),
                state = excluded.state, expected_interval_ms = coalesce(excluded.expected_interval_ms, d.expected_interval_ms),
                last_seen = greatest(d.last_seen, excluded.last_seen)`,
-            [status.gateway, d.id, gw.org_path, d.profile, d.name ?? d.id, d.location ?? null, d.state, d.lastSeen, d.expectedIntervalMs ?? null, d.building ?? null, d.room ?? null],
+            [status.gateway, d.id, gw.org_path, d.profile, d.name ?? d.id, d.location ?? null, d.state, d.lastSeen, d.expectedIntervalMs ?? null, d.building ?? null, d.room ?? null, d.capabilities ? JSON.stringify(d.capabilities) : null],
           );
         }
         return { orgPath: gw.org_path, county: gw.county };

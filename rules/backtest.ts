@@ -87,6 +87,8 @@ export function backtest(
           const a: BacktestAlert = { gatewayId: t.gatewayId, deviceId: t.deviceId, orgPath: t.orgPath, severity: t.severity, raisedAt: t.at, clearedAt: null, value: t.value, eventType: t.eventType, reason: t.reason.en };
           open.set(t.key, a);
           alerts.push(a);
+        } else if (t.kind === 'retriggered') {
+          continue; // the same alert, still open
         } else if (t.kind === 'worsened') {
           const a = open.get(t.key);
           if (a) a.severity = t.severity;

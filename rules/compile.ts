@@ -97,6 +97,8 @@ const ruleSchema = z.strictObject({
     .strictObject({ calendar: z.string().default('default'), during: z.array(z.string()).min(1) })
     .optional(),
   escalate: z.strictObject({ after: durationStr }).optional(),
+  /** re-arm the rule's latch this long after its last trigger (default 10m for rules only a person closes) */
+  rearm: z.strictObject({ after: durationStr }).optional(),
   actions: z.array(actionSchema).default([]),
 });
 
@@ -476,6 +478,8 @@ function compileRule(file: string, item: unknown, source: string, errors: RuleEr
 
   const escalateAfterMs = d.escalate ? (dur('escalate.after', d.escalate.after) ?? null) : d.category === 'emergency' ? 120_000 : 1_800_000;
 
+  const rearmAfterMs = d.rearm ? (dur('rearm.after', d.rearm.after) ?? null) : null;
+
   errors.push(...errs);
   if (errs.length || !when) return null;
   return {
@@ -496,6 +500,7 @@ function compileRule(file: string, item: unknown, source: string, errors: RuleEr
     match: { scopes, profiles: d.match?.profiles ?? [], devices: d.match?.devices ?? [] },
     schedule,
     escalateAfterMs,
+    rearmAfterMs,
     actions,
     source,
   };

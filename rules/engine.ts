@@ -2,6 +2,7 @@
 // always passed in) and returns alert transitions. Its state is plain JSON, kept per site, so
 // the alerting tier can save it with the alerts and restore it after a restart.
 import { severityRank, type DeviceEvent, type Reading, type Severity } from '../contract/index.ts';
+import { ARMED, DEFAULT_REARM_MS, holdDue, isLatched, isOpenLatch, stepLatch, type Latch, type LatchEvent, type LatchRule, type LatchState } from './alert-state.ts';
 import { calendarWindows, pickCalendar } from './calendar.ts';
 import type { Params } from './language.ts';
 import type {
@@ -21,7 +22,11 @@ export interface KeyState {
   o: string;
   g: string;
   d: string;
-  /** alert open (as far as the engine knows) */
+  /** latch state (alert-state.ts); absent = armed. Old snapshots carry `a: 1` = raised. */
+  ls?: Exclude<LatchState, 'armed'>;
+  /** latch: time of the last trigger (the re-arm hold counts from it) */
+  lx?: number;
+  /** legacy (before the latch table): alert open */
   a?: 1;
   sev?: Severity;
   /** condition true since (pending duration) */
@@ -56,7 +61,7 @@ export interface RuleEngine {
   onReading(r: Reading, ctx: EvalContext): EngineResult;
   onEvent(e: DeviceEvent, ctx: EvalContext): EngineResult;
   /** time-based progress: durations reached without new data, quiet clears, silent devices */
-  onTick(now: number, devices?: readonly DeviceInfo[], drillSites?: ReadonlySet<string>): EngineResult;
+  onTick(now: number, devices?: readonly DeviceInfo[], drillDevices?: ReadonlySet<string>): EngineResult;
   /** state of one site (or all when omitted), JSON-safe */
   snapshot(site?: string): EngineSnapshot;
   /** the same as JSON text (what is stored), without the intermediate copy */
@@ -68,8 +73,20 @@ export interface RuleEngine {
   /** hot reload: state of rules that keep their id is kept */
   setRules(rules: readonly CompiledRule[], calendars?: readonly CompiledCalendar[]): void;
   rules(): readonly CompiledRule[];
-  /** forget that an alert is open (a person resolved it and the rule should be able to raise again after it clears) */
+  /** is the latch of this key holding off new alerts (raised, acknowledged, or resolved awaiting its clear)? */
   isOpen(key: string): boolean;
+  /** the latch of one key (armed when unknown) */
+  latch(key: string): Latch;
+  /**
+   * The desk acknowledged or resolved the alert of `key`: step its latch (a resolve re-arms a rule
+   * that never clears by itself). Returns the site whose state changed (to be saved), or null.
+   */
+  person(key: string, event: 'ack' | 'resolve', at: number): string | null;
+  /**
+   * After a restore: the alerts open in the store, by key. A latch that believes its alert open when
+   * the store has none (resolved elsewhere, or by a version that kept no latch) is resolved here.
+   */
+  reconcile(open: ReadonlyMap<string, 'raised' | 'acknowledged'>): string[];
 }
 
 export interface EngineOptions {
@@ -137,6 +154,24 @@ export function resolveParams(r: CompiledRule, orgPath: string, gatewayId: strin
 const fmt = (v: number) => (Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString());
 const secs = (ms: number) => (ms % 60_000 === 0 && ms > 0 ? `${ms / 60_000}m` : `${ms / 1000}s`);
 
+/** How the latch table applies to a rule. */
+export function latchRuleOf(r: CompiledRule): LatchRule {
+  return { kind: r.when.kind === 'event' ? 'discrete' : 'continuous', rearmAfterMs: r.rearmAfterMs ?? (r.clear.kind === 'manual' ? DEFAULT_REARM_MS : null) };
+}
+const latchOf = (st: KeyState): Latch => (st.ls ? { state: st.ls, since: st.lx ?? null } : st.a ? { state: 'raised', since: st.lx ?? null } : ARMED);
+function setLatch(st: KeyState, l: Latch): void {
+  delete st.a;
+  if (l.state === 'armed') {
+    delete st.ls;
+    delete st.lx;
+  } else {
+    st.ls = l.state;
+    if (l.since !== null) st.lx = l.since;
+    else delete st.lx;
+  }
+}
+const latched = (st: KeyState | undefined): boolean => !!st && isLatched(latchOf(st));
+
 export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOptions = {}): RuleEngine {
   let idx = buildIndex(rules);
   let allRules: readonly CompiledRule[] = rules;
@@ -177,7 +212,8 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     for (const [k, st] of Object.entries(s.states ?? {})) {
       states.set(k, st);
       index(bySite, st.o, k);
-      if (st.p != null || st.c != null || st.a) timed.add(k);
+      if (st.a && !st.ls) setLatch(st, latchOf(st));
+      if (st.p != null || st.c != null || latched(st)) timed.add(k);
     }
     for (const [k, v] of Object.entries(s.seen ?? {})) {
       const cur = seen.get(k);
@@ -257,27 +293,39 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     return s;
   };
 
-  const raise = (out: AlertTransition[], r: CompiledRule, key: string, st: KeyState, deviceId: string, at: number, value: number | null, eventType: string | null, drill: boolean, p: Params, reason: { zh: string; en: string }) => {
-    st.a = 1;
-    st.c = null;
-    st.sev = severityFor(r, value, p);
-    if (drill) st.dr = 1;
-    else delete st.dr;
-    timed.add(key);
+  /** Step the latch of `key`; keeps the tick set in step with it. */
+  const step = (r: CompiledRule, key: string, st: KeyState, event: LatchEvent, at: number) => {
+    const { latch, effect } = stepLatch(latchRuleOf(r), latchOf(st), event, at);
+    setLatch(st, latch);
+    if (isLatched(latch)) timed.add(key);
     dirty.add(st.o);
-    transition(out, 'raised', r, key, st, deviceId, at, value, eventType, drill, reason);
+    return effect;
+  };
+
+  /** The rule's condition holds: the latch table says whether that raises, re-raises or is absorbed. */
+  const raise = (out: AlertTransition[], r: CompiledRule, key: string, st: KeyState, deviceId: string, at: number, value: number | null, eventType: string | null, drill: boolean, p: Params, reason: { zh: string; en: string }) => {
+    const effect = step(r, key, st, 'trigger', at);
+    if (effect === 'raise') {
+      st.c = null;
+      st.sev = severityFor(r, value, p);
+      if (drill) st.dr = 1;
+      else delete st.dr;
+      transition(out, 'raised', r, key, st, deviceId, at, value, eventType, drill, reason);
+    } else if (effect === 'retrigger') {
+      transition(out, 'retriggered', r, key, st, deviceId, at, value, eventType, drill, reason);
+    }
   };
 
   const clearKey = (out: AlertTransition[], r: CompiledRule, key: string, st: KeyState, at: number, value: number | null, reason: { zh: string; en: string }) => {
-    transition(out, 'cleared', r, key, st, st.d, at, value, null, !!st.dr, reason);
-    delete st.a;
+    const effect = step(r, key, st, 'clear', at);
+    if (effect === 'cleared') transition(out, 'cleared', r, key, st, st.d, at, value, null, !!st.dr, reason);
+    if (latched(st)) return; // a rule that does not clear by itself ignores clears
     delete st.sev;
     delete st.dr;
     st.p = null;
     st.c = null;
     delete st.h;
     if (st.m) st.m = {};
-    dirty.add(st.o);
   };
 
   /** Instantaneous condition of a metric rule on a value (rate rules use the previous value). */
@@ -346,21 +394,21 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     else delete gs.m[deviceId];
     dirty.add(ctx.orgPath);
     const ok = groupHolds(r, gs, ts);
-    if (!gs.a) {
-      if (ok) {
-        gs.d = deviceId;
-        const n = Object.keys(gs.m).length;
-        raise(out, r, gkey, gs, deviceId, ts, value, eventType, drill, p, {
-          zh: `${reason.zh}（同${r.composite!.group === 'room' ? '房间' : r.composite!.group === 'building' ? '楼宇' : '校区'} ${n} 个设备）`,
-          en: `${reason.en} (${n} devices in the same ${r.composite!.group})`,
-        });
-      }
-    } else if (!ok) {
+    // armed and holding: raise; an event group holding again while raised: the latch table says (retrigger)
+    if (ok && (!latched(gs) || latchRuleOf(r).kind === 'discrete')) {
+      gs.d = deviceId;
+      gs.c = null;
+      const n = Object.keys(gs.m).length;
+      raise(out, r, gkey, gs, deviceId, ts, value, eventType, drill, p, {
+        zh: `${reason.zh}（同${r.composite!.group === 'room' ? '房间' : r.composite!.group === 'building' ? '楼宇' : '校区'} ${n} 个设备）`,
+        en: `${reason.en} (${n} devices in the same ${r.composite!.group})`,
+      });
+    } else if (!ok && latched(gs)) {
       gs.c ??= ts;
       timed.add(gkey);
       const forMs = r.clear.kind === 'value' ? r.clear.forMs : 0;
       if (ts - gs.c >= forMs) clearKey(out, r, gkey, gs, ts, value, { zh: '组合条件不再满足', en: 'composite condition no longer holds' });
-    } else gs.c = null;
+    } else if (ok) gs.c = null;
   };
 
   const evalReading = (out: AlertTransition[], r: CompiledRule, rd: Reading, ctx: EvalContext) => {
@@ -394,7 +442,7 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     }
     const drill = !!ctx.drill;
     if (r.composite) return composite(out, r, ctx, rd.device, holds, rd.ts, rd.value, null, drill, p, describe(r, shown, p));
-    if (!st.a) {
+    if (!latched(st)) {
       if (holds) {
         const reason = describe(r, shown, p);
         raise(out, r, key, st, rd.device, rd.ts, rd.value, null, drill, p, w.repeat ? { zh: `${reason.zh}，${w.repeat.count} 次/${secs(w.repeat.withinMs)}`, en: `${reason.en}, ${w.repeat.count} times within ${secs(w.repeat.withinMs)}` } : reason);
@@ -443,7 +491,7 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
     for (const r of idx.absence) {
       const key = `${r.id}|${ctx.gatewayId}|${device}`;
       const st = states.get(key);
-      if (st?.a) clearKey(out, r, key, st, ts, null, { zh: '设备恢复上报', en: 'device reporting again' });
+      if (latched(st)) clearKey(out, r, key, st!, ts, null, { zh: '设备恢复上报', en: 'device reporting again' });
     }
   };
 
@@ -523,21 +571,20 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
           const reason = { zh: `事件 ${ev.type}${w.repeat ? `，${w.repeat.count} 次/${secs(w.repeat.withinMs)}` : ''}`, en: `event ${ev.type}${w.repeat ? `, ${w.repeat.count} times within ${secs(w.repeat.withinMs)}` : ''}` };
           if (r.composite) return composite(res.transitions, r, ctx, ev.device, holds, ev.ts, null, ev.type, drill, p, reason);
           if (!holds) return;
-          if (!st.a) raise(res.transitions, r, key, st, ev.device, ev.ts, null, ev.type, drill, p, reason);
-          else timed.add(key);
+          raise(res.transitions, r, key, st, ev.device, ev.ts, null, ev.type, drill, p, reason);
         });
       }
       for (const r of idx.clearByEvent.get(ev.type) ?? []) {
         guard(res.faults, r, () => {
           const key = `${r.id}|${ctx.gatewayId}|${ev.device}`;
           const st = states.get(key);
-          if (st?.a) clearKey(res.transitions, r, key, st, ev.ts, null, { zh: `事件 ${ev.type}`, en: `event ${ev.type}` });
+          if (latched(st)) clearKey(res.transitions, r, key, st!, ev.ts, null, { zh: `事件 ${ev.type}`, en: `event ${ev.type}` });
         });
       }
       return res;
     },
 
-    onTick(now, devices = [], drillSites) {
+    onTick(now, devices = [], drillDevices) {
       const res: EngineResult = { transitions: [], faults: [] };
       // durations reached and clears completed without new data
       for (const key of [...timed]) {
@@ -549,34 +596,39 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
         }
         guard(res.faults, r, () => {
           const w = r.when;
+          const lr = latchRuleOf(r);
+          if (holdDue(lr, latchOf(st), now) && stepLatch(lr, latchOf(st), 'hold', now).latch.state !== latchOf(st).state) {
+            step(r, key, st, 'hold', now);
+            if (!latched(st)) clearKey(res.transitions, r, key, st, now, null, { zh: '', en: '' }); // re-armed: no transition, fresh counts
+          }
           if (r.composite) {
-            if (st.a && !groupHolds(r, st, now)) {
+            if (latched(st) && !groupHolds(r, st, now)) {
               st.c ??= now;
               const forMs = r.clear.kind === 'value' ? r.clear.forMs : r.clear.kind === 'event' ? (r.clear.quietMs ?? 0) : 0;
               if (now - st.c >= forMs) clearKey(res.transitions, r, key, st, now, null, { zh: '组合条件不再满足', en: 'composite condition no longer holds' });
             }
-            if (!st.a) timed.delete(key);
+            if (!latched(st)) timed.delete(key);
             return;
           }
           if (w.kind === 'event') {
-            if (st.a && r.clear.kind === 'event' && r.clear.quietMs !== null && st.le !== undefined && now - st.le >= r.clear.quietMs) {
+            if (latched(st) && r.clear.kind === 'event' && r.clear.quietMs !== null && st.le !== undefined && now - st.le >= r.clear.quietMs) {
               clearKey(res.transitions, r, key, st, now, null, { zh: `${secs(r.clear.quietMs)} 内无新事件`, en: `quiet for ${secs(r.clear.quietMs)}` });
             }
-            if (!st.a) timed.delete(key);
+            if (!latched(st)) timed.delete(key);
             return;
           }
           if (w.kind === 'absence') {
-            if (!st.a) timed.delete(key);
+            if (!latched(st)) timed.delete(key);
             return;
           }
           const p = params(r, st.o, st.g, st.d);
-          if (!st.a) {
+          if (!latched(st)) {
             if (st.p == null || st.lv === undefined) return void timed.delete(key);
             if (w.kind === 'rate' || w.repeat) return void timed.delete(key);
             const { cond } = metricCondition(r, st, st.lv, st.lt ?? now, p);
             if (!cond) return void ((st.p = null), timed.delete(key));
             if (now - st.p >= w.forMs && inSchedule(r, st.o, now)) {
-              raise(res.transitions, r, key, st, st.d, now, st.lv, null, !!drillSites?.has(st.o), p, describe(r, st.lv, p));
+              raise(res.transitions, r, key, st, st.d, now, st.lv, null, !!drillDevices?.has(`${st.g}/${st.d}`), p, describe(r, st.lv, p));
             }
             return;
           }
@@ -606,16 +658,16 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
               const unheardFor = Number.isFinite(since) ? now - since : null;
               const raiseNow = offline || (limit !== null && unheardFor !== null && unheardFor > limit);
               const st = states.get(key);
-              if (raiseNow && !st?.a) {
+              if (raiseNow && !latched(st)) {
                 if (!inSchedule(r, dev.orgPath, now)) return;
                 const s = state(key, dev.orgPath, dev.gatewayId, dev.deviceId);
                 const p = params(r, dev.orgPath, dev.gatewayId, dev.deviceId);
-                raise(res.transitions, r, key, s, dev.deviceId, now, null, offline ? 'device.offline' : null, !!drillSites?.has(dev.orgPath), p,
+                raise(res.transitions, r, key, s, dev.deviceId, now, null, offline ? 'device.offline' : null, !!drillDevices?.has(`${dev.gatewayId}/${dev.deviceId}`), p,
                   offline
                     ? { zh: '设备离线', en: 'device offline' }
                     : { zh: `设备已 ${secs(Math.round(unheardFor! / 1000) * 1000)} 无数据（应每 ${secs(dev.expectedIntervalMs ?? limit!)} 上报）`, en: `no data for ${secs(Math.round(unheardFor! / 1000) * 1000)} (expected every ${secs(dev.expectedIntervalMs ?? limit!)})` });
-              } else if (!silent && !raiseNow && st?.a) {
-                clearKey(res.transitions, r, key, st, now, null, { zh: '设备恢复上报', en: 'device reporting again' });
+              } else if (!silent && !raiseNow && latched(st)) {
+                clearKey(res.transitions, r, key, st!, now, null, { zh: '设备恢复上报', en: 'device reporting again' });
               }
             });
           }
@@ -646,12 +698,38 @@ export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOpt
       idx = buildIndex(next);
       if (cals) calendars = cals;
       paramCache.clear();
-      for (const k of states.keys()) if (states.get(k)!.p != null || states.get(k)!.c != null || states.get(k)!.a) timed.add(k);
+      for (const [k, st] of states) if (st.p != null || st.c != null || latched(st)) timed.add(k);
     },
 
     rules: () => allRules,
 
-    isOpen: (key) => !!states.get(key)?.a,
+    isOpen: (key) => latched(states.get(key)),
+
+    latch: (key) => {
+      const st = states.get(key);
+      return st ? latchOf(st) : ARMED;
+    },
+
+    person(key, event, at) {
+      const st = states.get(key);
+      const r = idx.byId.get(key.slice(0, key.indexOf('|')));
+      if (!st || !r || !latched(st)) return null;
+      step(r, key, st, event, at);
+      if (!latched(st)) clearKey([], r, key, st, at, null, { zh: '', en: '' }); // re-armed: forget counts and pending durations
+      return st.o;
+    },
+
+    reconcile(open) {
+      const changed = new Set<string>();
+      for (const [key, st] of states) {
+        const l = latchOf(st);
+        if (!isOpenLatch(l)) continue;
+        const inStore = open.get(key);
+        const event = inStore === undefined ? 'resolve' : inStore === 'acknowledged' && l.state === 'raised' ? 'ack' : null;
+        if (event && engine.person(key, event, l.since ?? 0)) changed.add(st.o);
+      }
+      return [...changed];
+    },
   };
   return engine;
 }

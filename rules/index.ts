@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url';
 
 export { compileRules, normaliseScope } from './compile.ts';
-export { createRuleEngine, resolveParams, type RuleEngine, type EngineSnapshot, type KeyState, type EngineOptions } from './engine.ts';
+export { createRuleEngine, latchRuleOf, resolveParams, type RuleEngine, type EngineSnapshot, type KeyState, type EngineOptions } from './engine.ts';
 export { calendarWindows, pickCalendar, DEFAULT_CALENDAR } from './calendar.ts';
 export { parseDuration, parseExpr, shanghaiTime, RuleLanguageError, type Expr, type Params } from './language.ts';
 export { backtest, parseSweep, withParams, type BacktestRecord, type BacktestResult, type Sweep } from './backtest.ts';
@@ -12,3 +12,4 @@ export * from './types.ts';
 
 /** Folder of the built-in rules (`*.yaml`); the alerting tier reads it. */
 export const LIBRARY_DIR = fileURLToPath(new URL('./library/', import.meta.url));
+export * from './alert-state.ts';

@@ -104,6 +104,11 @@ export interface CompiledRule {
   schedule: Schedule | null;
   /** escalate to the next tier up when nobody acknowledged within this time; null = never */
   escalateAfterMs: number | null;
+  /**
+   * re-arm hold (alert-state.ts): after this long without a new trigger the latch re-arms. null =
+   * the default (10 min for rules only a person closes; none for rules that clear themselves).
+   */
+  rearmAfterMs: number | null;
   actions: Action[];
   /** the source text, kept for versions and diffs */
   source: string;
@@ -154,11 +159,16 @@ export interface EvalContext {
   /** the site (school) the gateway belongs to */
   orgPath: string;
   device?: DeviceInfo;
-  /** the site is in an active drill */
+  /** the record comes from a drill's staged device (drills are marked by source, never by a site's window) */
   drill?: boolean;
 }
 
-export type TransitionKind = 'raised' | 'worsened' | 'cleared';
+/**
+ * raised: a new alert. retriggered: the rule's condition held again while its latch was raised (a
+ * rule only a person closes); the alert must be open, and is opened anew if the desk closed it
+ * where the engine could not see. worsened: a higher severity. cleared: the rule's clear held.
+ */
+export type TransitionKind = 'raised' | 'retriggered' | 'worsened' | 'cleared';
 
 export interface AlertTransition {
   kind: TransitionKind;

@@ -141,6 +141,10 @@ describe.each<Engine>(['pglite', 'postgres'])('demo end to end on %s', (engine) 
     expect(devices.map((d) => d.deviceId ?? d.id)).toEqual(expect.arrayContaining(['smoke-1', 'temp-1', 'gate-1', 'kiosk-1', 'cam-1']));
     // where a device is reaches the centre: the desk filters by building, linkage releases a building's gates
     expect(devices.find((d) => d.deviceId === 'smoke-1')).toMatchObject({ building: '教学楼 Teaching block', room: '1F' });
+    // what each device can do reaches the centre with the birth: linkage and the camera page act on it, not on names
+    expect(devices.find((d) => d.deviceId === 'gate-1')).toMatchObject({ capabilities: { 'evacuation-release': [{ point: 'release', value: 'fire-alarm' }] } });
+    expect(devices.find((d) => d.deviceId === 'cam-1')).toMatchObject({ capabilities: { snapshot: true } });
+    expect(devices.find((d) => d.deviceId === 'smoke-1')).toMatchObject({ capabilities: { alarms: { 'smoke.alarm': 'fire' } } });
 
     const to = Date.now() + 1000;
     const readings = await until('temperature readings', async () => {

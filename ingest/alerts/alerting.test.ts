@@ -33,11 +33,17 @@ function fakeClock(start = T0): Clock & { set(t: number): void; advance(ms: numb
 async function seed(tdb: TestDatabase, now: number) {
   const db = tdb.db;
   await db.query(`insert into gateways (id, org_path, county, name, secret_hash, state) values ($1, $2, '370102', 'demo', 'x', 'online'), ('gw-3737000002', $3, '370103', 'other', 'x', 'online')`, [GW, SCHOOL, OTHER]);
+  // capabilities as the birth message carries them (from the profiles): linkage reads these, not names
+  const caps: Record<string, object> = {
+    'gate-controller-generic': { 'evacuation-release': [{ point: 'release', value: 'fire-alarm' }], alarms: { 'gate.forced_open': 'intrusion' } },
+    'onvif-camera-generic': { snapshot: true },
+    'smoke-photoelectric-generic': { alarms: { 'smoke.alarm': 'fire' } },
+  };
   const dev = (id: string, profile: string, building: string | null, room: string | null, interval: number | null) =>
     db.query(
-      `insert into devices (gateway_id, device_id, org_path, profile, name, building, room, state, last_seen, expected_interval_ms)
-       values ($1, $2, $3, $4, $2, $5, $6, 'online', to_timestamp($7::float8 / 1000), $8)`,
-      [GW, id, SCHOOL, profile, building, room, now, interval],
+      `insert into devices (gateway_id, device_id, org_path, profile, name, building, room, state, last_seen, expected_interval_ms, capabilities)
+       values ($1, $2, $3, $4, $2, $5, $6, 'online', to_timestamp($7::float8 / 1000), $8, $9::jsonb)`,
+      [GW, id, SCHOOL, profile, building, room, now, interval, JSON.stringify(caps[profile] ?? {})],
     );
   // only temp-1 reports often enough to fall silent within the test
   await dev('smoke-1', 'smoke-photoelectric-generic', 'A', '101', 3_600_000);
@@ -209,12 +215,17 @@ describe.each(ENGINES)('alerting on %s', (engine) => {
       delivery: { hazardUrl: receiver.hazardUrl, emergencyUrl: receiver.emergencyUrl, secret: 'k', maxAttempts: 3, backoffMs: 1000 },
       deliverOnChange: false,
     });
-    // a drill at the school: alerts raised there are drills, end to end
-    await expect(alerting.startDrill(other, SCHOOL, 10, 'desk')).rejects.toMatchObject({ code: 'forbidden' });
-    await alerting.startDrill(desk, SCHOOL, 10, 'desk');
+    // a drill at the school staging gate-2: its alerts are drills, end to end; the rest of the site stays real
+    await expect(alerting.startDrill(other, SCHOOL, 10, 'desk', ['gate-2'])).rejects.toMatchObject({ code: 'forbidden' });
+    await expect(alerting.startDrill(desk, SCHOOL, 10, 'desk', ['no-such-device'])).rejects.toMatchObject({ code: 'invalid' });
+    const drill = await alerting.startDrill(desk, SCHOOL, 10, 'desk', ['gate-2']);
+    expect(drill.devices).toEqual([`${GW}/gate-2`]);
     await alerting.listener.onStored(event('gate-2', 'gate.forced_open', clock.now()));
-    const [a] = await alerting.list(desk, { state: 'open', ruleId: 'gate-forced' });
+    await alerting.listener.onStored(event('gate-1', 'gate.forced_open', clock.now()));
+    const open = await alerting.list(desk, { state: 'open', ruleId: 'gate-forced' });
+    const a = open.find((x) => x.deviceId === 'gate-2');
     expect(a!.drill).toBe(true);
+    expect(open.find((x) => x.deviceId === 'gate-1')!.drill).toBe(false);
     const acked = await alerting.acknowledge(desk, a!.id, 'desk', '演练，已到场 / drill, on site');
     expect(acked.state).toBe('acknowledged');
     expect(acked.acknowledgedBy).toBe('desk');

@@ -68,6 +68,8 @@ export interface AlertingOptions {
 export interface DrillInfo {
   id: number;
   orgPath: string;
+  /** the staged devices (`gateway/device`): only what they report is a drill */
+  devices: string[];
   startsAt: number;
   endsAt: number;
   startedBy: string;
@@ -94,7 +96,12 @@ export interface Alerting {
   attachments(scope: Scope, id: string): Promise<{ id: number; kind: string; mime: string; deviceId: string | null; createdAt: number; data: Buffer }[]>;
   acknowledge(scope: Scope, id: string, user: string, comment?: string): Promise<AlertView>;
   resolve(scope: Scope, id: string, user: string, comment?: string): Promise<AlertView>;
-  startDrill(scope: Scope, orgPath: string, minutes: number, user: string): Promise<DrillInfo>;
+  /**
+   * A drill window at `orgPath` staging `devices` (`gateway/device`, or a device id of the site).
+   * Only the staged devices' readings and events, and events a device flags as drill (a test
+   * press), are drills; every other alarm at the site stays real.
+   */
+  startDrill(scope: Scope, orgPath: string, minutes: number, user: string, devices?: readonly string[]): Promise<DrillInfo>;
   activeDrills(scope: Scope): Promise<DrillInfo[]>;
   /** hot reload: open alerts and rule state of rules that keep their id are kept */
   setRules(rules: readonly CompiledRule[] | RuleSet): void;
@@ -146,7 +153,16 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     calendars: initial.calendars,
     state: states.rows.map((r) => (typeof r.state === 'string' ? JSON.parse(r.state) : r.state)),
   });
-  log.info('alerting started', { rules: initial.rules.length, sitesRestored: states.rows.length });
+  // The store is the desk's truth: a latch that believes its alert open when none is (resolved by
+  // another process, or before latches were kept) is resolved, so the next hit raises again.
+  const openNow = await db.query<{ dedup_key: string; state: 'raised' | 'acknowledged' }>(
+    opts.region
+      ? `select dedup_key, state from alerts where state in ('raised', 'acknowledged') and (org_path = $1 or org_path like $1 || '/%')`
+      : `select dedup_key, state from alerts where state in ('raised', 'acknowledged')`,
+    opts.region ? [opts.region] : [],
+  );
+  const reconciled = engine.reconcile(new Map(openNow.rows.map((r) => [r.dedup_key, r.state])));
+  log.info('alerting started', { rules: initial.rules.length, sitesRestored: states.rows.length, latchesReconciled: reconciled.length });
 
   const counters = { evaluated: 0, transitions: 0, faults: 0 };
   /** silence while the platform itself was down is not the devices' fault */
@@ -243,23 +259,30 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     return m;
   }
 
-  let drills: { orgPath: string; startsAt: number; endsAt: number }[] = [];
+  // Drills by source (DESIGN "Alerts"): a drill row names its staged devices; a record is a drill
+  // when its device is staged by a drill active at its time (or now), or when it says so itself.
+  let drills: { orgPath: string; startsAt: number; endsAt: number; devices: Set<string> }[] = [];
   async function refreshDrills() {
     const now = clock.now();
-    const r = await db.query<{ org_path: string; starts_at: number; ends_at: number }>(
-      `select org_path, (extract(epoch from starts_at) * 1000)::float8 as starts_at, (extract(epoch from ends_at) * 1000)::float8 as ends_at from drills where ends_at > ${ts(1)}`,
+    const r = await db.query<{ org_path: string; starts_at: number; ends_at: number; devices: string[] }>(
+      `select org_path, (extract(epoch from starts_at) * 1000)::float8 as starts_at, (extract(epoch from ends_at) * 1000)::float8 as ends_at, devices from drills where ends_at > ${ts(1)}`,
       [now],
     );
-    drills = r.rows.map((d) => ({ orgPath: d.org_path, startsAt: Number(d.starts_at), endsAt: Number(d.ends_at) }));
+    drills = r.rows.map((d) => ({ orgPath: d.org_path, startsAt: Number(d.starts_at), endsAt: Number(d.ends_at), devices: new Set(d.devices ?? []) }));
   }
-  async function drillInDb(tx: Queryable, site: string, now: number): Promise<boolean> {
+  async function stagedInDb(tx: Queryable, gatewayId: string, deviceId: string, at: number, now: number): Promise<boolean> {
     const r = await tx.query(
-      `select 1 from drills where starts_at <= ${ts(1)} and ends_at > ${ts(1)} and ($2 = org_path or $2 like org_path || '/%') limit 1`,
-      [now, site],
+      `select 1 from drills where $3 = any(devices) and ((starts_at <= ${ts(1)} and ends_at > ${ts(1)}) or (starts_at <= ${ts(2)} and ends_at > ${ts(2)})) limit 1`,
+      [at, now, `${gatewayId}/${deviceId}`],
     );
     return r.rowCount > 0;
   }
-  const inDrill = (site: string, at = clock.now()) => drills.some((d) => d.startsAt <= at && at < d.endsAt && inScope(d.orgPath, site));
+  /** is this device staged by a drill active at `at` or now? */
+  const staged = (gatewayId: string, deviceId: string, at: number, now = clock.now()) => {
+    const k = `${gatewayId}/${deviceId}`;
+    return drills.some((d) => d.devices.has(k) && ((d.startsAt <= at && at < d.endsAt) || (d.startsAt <= now && now < d.endsAt)));
+  };
+  const stagedDevices = (now: number) => new Set(drills.filter((d) => d.startsAt <= now && now < d.endsAt).flatMap((d) => [...d.devices]));
   await refreshDrills();
 
   // ---- delivery and linkage ----
@@ -318,8 +341,9 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
   async function applyOne(tx: Queryable, t: AlertTransition, now: number, linkTodo: { row: AlertRow; t: AlertTransition }[]) {
     const open = await getOpenByKey(tx, t.key);
     const actor = `rule:${t.ruleId}`;
-    if (t.kind === 'raised') {
+    if (t.kind === 'raised' || t.kind === 'retriggered') {
       if (open) {
+        if (t.kind === 'retriggered') return; // still open at the desk: the same alert
         // already open (e.g. state lost): a worse severity still counts
         if (severityRank(t.severity) > severityRank(open.severity)) {
           const row = await updateAlert(tx, open.id, { severity: t.severity, value: t.value }, now);
@@ -327,8 +351,10 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
         }
         return;
       }
-      // a drill started by another process (the dashboards) counts at once, not at our next tick
-      const drill = t.drill || inDrill(t.orgPath) || (await drillInDb(tx, t.orgPath, now));
+      // retriggered with nothing open: the desk closed it where this engine could not see; a new hit is a new alert.
+      // A drill only by its source: the record said so, or its device is staged (a drill started
+      // by another process counts at once, not at our next tick).
+      const drill = t.drill || (await stagedInDb(tx, t.gatewayId, t.deviceId, t.at, now));
       const row = await insertAlert(tx, { ...t, drill, raisedAt: t.at, escalateAfterMs: t.escalateAfterMs }, now);
       await recordStep(tx, row, { action: 'raised', actor, fromState: null, comment: null, detail: { value: t.value, eventType: t.eventType, reason: t.reason }, now, deliver: true });
       if (t.actions.length && t.category === 'emergency') linkTodo.push({ row, t });
@@ -389,13 +415,14 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     const site = batch.gateway.orgPath;
     const recs = what === 'events' ? batch.events : batch.readings;
     const devs = await devicesOf(batch.gateway.id, recs.map((r) => r.device));
-    const drill = inDrill(site);
+    const gw = batch.gateway.id;
+    const now = clock.now();
     const out: AlertTransition[] = [];
     if (what === 'events') {
       const evs = [...batch.events].sort((a: DeviceEvent, b: DeviceEvent) => (a.priority === b.priority ? a.ts - b.ts || a.seq - b.seq : a.priority === 'alarm' ? -1 : 1));
-      for (const e of evs) note(engine.onEvent(e, { gatewayId: batch.gateway.id, orgPath: site, device: devs.get(e.device), drill }), out);
+      for (const e of evs) note(engine.onEvent(e, { gatewayId: gw, orgPath: site, device: devs.get(e.device), drill: staged(gw, e.device, e.ts, now) }), out);
     } else {
-      for (const r of batch.readings) note(engine.onReading(r, { gatewayId: batch.gateway.id, orgPath: site, device: devs.get(r.device), drill }), out);
+      for (const r of batch.readings) note(engine.onReading(r, { gatewayId: gw, orgPath: site, device: devs.get(r.device), drill: staged(gw, r.device, r.ts, now) }), out);
     }
     counters.evaluated += recs.length;
     for (const s of engine.takeDirtySites()) dirtySites.add(s);
@@ -443,9 +470,8 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     const due = force || now - lastAbsence >= (opts.absenceEveryMs ?? 5000);
     if (due) lastAbsence = now;
     const devices = due ? await allDevices() : [];
-    const drillSites = new Set(devices.map((d) => d.orgPath).filter((s) => inDrill(s, now)));
     const out: AlertTransition[] = [];
-    note(engine.onTick(now, devices, drillSites), out);
+    note(engine.onTick(now, devices, stagedDevices(now)), out);
     for (const s of engine.takeDirtySites()) dirtySites.add(s);
     await apply(out);
   }
@@ -501,6 +527,27 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     }
   }
 
+  /** A drill's staged devices as `gateway/device`, each one a device of the drill's site. */
+  async function stagedKeys(orgPath: string, devices: readonly string[]): Promise<string[]> {
+    if (!Array.isArray(devices) || devices.length > 200) throw new AlertError('a drill stages at most 200 devices / 演练设备至多 200 个', 'invalid');
+    const out: string[] = [];
+    for (const name of devices) {
+      if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new AlertError(`drill device "${String(name)}" is not a device name / 演练设备名无效`, 'invalid');
+      const [gw, dev] = name.includes('/') ? [name.slice(0, name.indexOf('/')), name.slice(name.indexOf('/') + 1)] : [null, name];
+      const r = await db.query<{ gateway_id: string; device_id: string }>(
+        `select gateway_id, device_id from devices where device_id = $1 and ($2::text is null or gateway_id = $2) and (org_path = $3 or org_path like $3 || '/%')`,
+        [dev, gw, orgPath],
+      );
+      if (r.rows.length !== 1)
+        throw new AlertError(
+          `drill device "${name}" is ${r.rows.length ? 'ambiguous: name it gateway/device' : `not a device of ${orgPath}`} / 演练设备${r.rows.length ? '不唯一，请写作 网关/设备' : '不在该单位'}`,
+          'invalid',
+        );
+      out.push(`${r.rows[0]!.gateway_id}/${r.rows[0]!.device_id}`);
+    }
+    return [...new Set(out)];
+  }
+
   let ticking: Promise<void> | null = null;
   async function tick(): Promise<void> {
     if (ticking) return ticking;
@@ -549,6 +596,23 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
   const tickMs = opts.tickMs ?? 1000;
   const timer = tickMs > 0 ? clock.setInterval(() => void tick().catch(() => {}), tickMs) : null;
 
+  /**
+   * The desk's step on the latch, saved in the alert's own transaction. Only this key's state is
+   * written: a process that serves the desk but evaluates nothing must not overwrite the site's
+   * state that an ingest worker keeps.
+   */
+  async function personStep(tx: Queryable, key: string, event: 'ack' | 'resolve', now: number) {
+    const site = engine.person(key, event, now);
+    if (site === null) return;
+    const st = engine.snapshot(site).states[key];
+    if (!st) return;
+    await tx.query(
+      `insert into rule_state (site, state, updated_at) values ($1, jsonb_build_object('v', 1, 'states', jsonb_build_object($2::text, $3::jsonb), 'seen', '{}'::jsonb), ${ts(4)})
+       on conflict (site) do update set state = jsonb_set(rule_state.state, array['states', $2::text], $3::jsonb, true), updated_at = excluded.updated_at`,
+      [site, key, JSON.stringify(st), now],
+    );
+  }
+
   const mutate = async (scope: Scope, id: string, f: (tx: Queryable, a: AlertRow, now: number) => Promise<AlertRow>): Promise<AlertView> => {
     let out: AlertRow | null = null;
     await enqueue('urgent', async () => {
@@ -595,6 +659,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
         if (a.state !== 'raised') throw new AlertError(`alert ${id} is ${a.state}; only a raised alert can be acknowledged / 仅"已触发"的告警可确认`, 'conflict');
         const row = await updateAlert(tx, a.id, { state: 'acknowledged', acknowledged_at: { at: now }, acknowledged_by: who, ack_comment: text, escalate_at: { at: null } }, now);
         await recordStep(tx, row, { action: 'acknowledged', actor: who, fromState: a.state, comment: text, now, deliver: true });
+        await personStep(tx, a.dedup_key, 'ack', now);
         return row;
       });
     },
@@ -605,10 +670,12 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
         if (a.state !== 'raised' && a.state !== 'acknowledged') throw new AlertError(`alert ${id} is already ${a.state} / 告警已关闭`, 'conflict');
         const row = await updateAlert(tx, a.id, { state: 'resolved', resolved_at: { at: now }, resolved_by: who, resolve_comment: text, escalate_at: { at: null } }, now);
         await recordStep(tx, row, { action: 'resolved', actor: who, fromState: a.state, comment: text, now, deliver: true });
+        // the rule's latch for this subject re-arms (a rule that never clears) or waits for its clear
+        await personStep(tx, a.dedup_key, 'resolve', now);
         return row;
       });
     },
-    async startDrill(scope, orgPath, minutes, user) {
+    async startDrill(scope, orgPath, minutes, user, devices = []) {
       const who = ensureUser(user);
       try {
         parseOrgPath(orgPath);
@@ -617,23 +684,24 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       }
       if (!inScope(scope.orgPath, orgPath)) throw new AlertError(`${orgPath} is outside your scope ${scope.orgPath} / 超出权限范围`, 'forbidden');
       if (!Number.isFinite(minutes) || minutes <= 0 || minutes > 24 * 60) throw new AlertError('a drill lasts between 1 minute and 24 hours / 演练时长须在 1 分钟到 24 小时之间', 'invalid');
+      const stagedList = await stagedKeys(orgPath, devices);
       const now = clock.now();
       const r = await db.query<{ id: number }>(
-        `insert into drills (org_path, starts_at, ends_at, started_by) values ($1, ${ts(2)}, to_timestamp(($2::float8 + $3::float8) / 1000), $4) returning id::float8 as id`,
-        [orgPath, now, minutes * 60_000, who],
+        `insert into drills (org_path, starts_at, ends_at, started_by, devices) values ($1, ${ts(2)}, to_timestamp(($2::float8 + $3::float8) / 1000), $4, $5::text[]) returning id::float8 as id`,
+        [orgPath, now, minutes * 60_000, who, stagedList],
       );
       await refreshDrills();
-      log.info('drill started', { orgPath, minutes, by: who });
-      return { id: Number(r.rows[0]!.id), orgPath, startsAt: now, endsAt: now + minutes * 60_000, startedBy: who };
+      log.info('drill started', { orgPath, minutes, by: who, devices: stagedList });
+      return { id: Number(r.rows[0]!.id), orgPath, devices: stagedList, startsAt: now, endsAt: now + minutes * 60_000, startedBy: who };
     },
     async activeDrills(scope) {
       const params: unknown[] = [clock.now()];
-      const r = await db.query<{ id: number; org_path: string; starts_at: number; ends_at: number; started_by: string }>(
-        `select id::float8 as id, org_path, (extract(epoch from starts_at) * 1000)::float8 as starts_at, (extract(epoch from ends_at) * 1000)::float8 as ends_at, started_by
+      const r = await db.query<{ id: number; org_path: string; starts_at: number; ends_at: number; started_by: string; devices: string[] }>(
+        `select id::float8 as id, org_path, (extract(epoch from starts_at) * 1000)::float8 as starts_at, (extract(epoch from ends_at) * 1000)::float8 as ends_at, started_by, devices
            from drills where ends_at > ${ts(1)} and ${scopeSql(scope, 'org_path', params)} order by starts_at`,
         params,
       );
-      return r.rows.map((d) => ({ id: Number(d.id), orgPath: d.org_path, startsAt: Math.round(Number(d.starts_at)), endsAt: Math.round(Number(d.ends_at)), startedBy: d.started_by }));
+      return r.rows.map((d) => ({ id: Number(d.id), orgPath: d.org_path, devices: d.devices ?? [], startsAt: Math.round(Number(d.starts_at)), endsAt: Math.round(Number(d.ends_at)), startedBy: d.started_by }));
     },
     setRules(next) {
       const s = ruleSet(next);

@@ -1,22 +1,22 @@
-// Linkage (联动) on emergency alerts: release the access gates of the affected building through
-// the gateway command channel, and take a camera snapshot to attach to the alert. Every action
-// is audited. There is deliberately no code path that locks anything: the only points ever
-// written are the release points below (GB 50116-2013: fire linkage opens evacuation doors).
+// Linkage (联动) on emergency alerts: release the exits of the affected building through the
+// gateway command channel, and take a camera snapshot to attach to the alert. Every action is
+// audited. Devices are chosen by what they declare they can do (capabilities from their profile,
+// carried by the birth message), never by their model's name. There is deliberately no code path
+// that locks anything: the only points ever written are a device's own `evacuation-release`
+// points with their declared values (GB 50116-2013: fire linkage opens evacuation doors).
 import { randomUUID } from 'node:crypto';
-import type { Clock, Logger } from '../../contract/index.ts';
+import { deviceCapabilitiesSchema, type Clock, type DeviceCapabilities, type Logger } from '../../contract/index.ts';
 import type { Action } from '../../rules/index.ts';
 import type { CommandSender } from '../types.ts';
 import type { Db } from '../db.ts';
 import { getById, recordStep, ts, type AlertRow } from './store.ts';
 
-/** The only point linkage ever writes on a gate, and the value it writes (a reason, never a lock state). */
-export const RELEASE_POINT = 'release';
-export const RELEASE_VALUE = 'fire-alarm';
-
 export interface LinkageOptions {
-  /** which device profiles are gates / cameras (by profile id) */
-  gateProfiles?: RegExp;
-  cameraProfiles?: RegExp;
+  /**
+   * Capabilities of devices whose gateway sent none (an older edge): looked up by profile id in the
+   * profile catalogue by the caller. Never a guess from the name.
+   */
+  capabilitiesOf?: (profileId: string) => DeviceCapabilities | null | undefined;
   /** takes a still image from a camera; without it snapshots are audited as unavailable */
   snapshot?: (camera: { gatewayId: string; deviceId: string }) => Promise<{ mime: string; data: Buffer } | null>;
   /** run actions for drill alerts too (default false: a drill records what it would have done) */
@@ -29,12 +29,20 @@ interface DeviceRow {
   profile: string;
   building: string | null;
   room: string | null;
+  capabilities: DeviceCapabilities;
+}
+
+/** Stored capabilities, checked where they are read: a malformed one counts as none, never as a guess. */
+function readCapabilities(v: unknown): DeviceCapabilities | null {
+  if (v == null) return null;
+  const ok = deviceCapabilitiesSchema.safeParse(typeof v === 'string' ? JSON.parse(v) : v);
+  return ok.success ? ok.data : null;
 }
 
 export function createLinkage(opts: { db: Db; clock: Clock; log: Logger; commands?: CommandSender; linkage?: LinkageOptions }) {
   const { db, clock, log } = opts;
-  const gates = opts.linkage?.gateProfiles ?? /gate|door|access/i;
-  const cameras = opts.linkage?.cameraProfiles ?? /camera|onvif|ipc/i;
+  const releases = (d: DeviceRow) => d.capabilities['evacuation-release'] ?? [];
+  const isCamera = (d: DeviceRow) => d.capabilities.snapshot === true;
 
   async function audit(alert: AlertRow, action: string, device: string | null, ok: boolean, detail: string) {
     const now = clock.now();
@@ -50,8 +58,11 @@ export function createLinkage(opts: { db: Db; clock: Clock; log: Logger; command
   }
 
   async function siteDevices(alert: AlertRow): Promise<DeviceRow[]> {
-    const r = await db.query<DeviceRow>(`select device_id, profile, building, room from devices where gateway_id = $1`, [alert.gateway_id]);
-    return r.rows;
+    const r = await db.query<Omit<DeviceRow, 'capabilities'> & { capabilities: unknown }>(
+      `select device_id, profile, building, room, capabilities from devices where gateway_id = $1`,
+      [alert.gateway_id],
+    );
+    return r.rows.map((d) => ({ ...d, capabilities: readCapabilities(d.capabilities) ?? opts.linkage?.capabilitiesOf?.(d.profile) ?? {} }));
   }
 
   async function releaseGates(alert: AlertRow, target: 'building' | 'site') {
@@ -59,28 +70,29 @@ export function createLinkage(opts: { db: Db; clock: Clock; log: Logger; command
     const origin = devices.find((d) => d.device_id === alert.device_id);
     // when the building is unknown, release every gate of the site: opening too many doors is the safe side
     const building = target === 'building' ? (origin?.building ?? null) : null;
-    const list = devices.filter((d) => gates.test(d.profile) && (building === null || d.building === building));
-    if (list.length === 0) return audit(alert, 'release-gates', null, true, `no gates ${building ? `in building ${building}` : 'at the site'} / 未找到门禁`);
+    const list = devices.filter((d) => releases(d).length > 0 && (building === null || d.building === building));
+    if (list.length === 0) return audit(alert, 'release-gates', null, true, `no device with evacuation-release ${building ? `in building ${building}` : 'at the site'} / 未找到可疏散释放的门禁`);
     if (!opts.commands) return audit(alert, 'release-gates', null, false, 'no command channel configured / 未配置下行命令通道');
-    await Promise.all(
-      list.map(async (g) => {
-        try {
-          const res = await opts.commands!.send(
-            alert.gateway_id,
-            { v: 1, id: randomUUID(), kind: 'device.write', device: g.device_id, point: RELEASE_POINT, value: RELEASE_VALUE, issuedBy: `rule:${alert.rule_id}`, issuedAt: clock.now() },
-            opts.linkage?.commandTimeoutMs ?? 10_000,
-          );
-          await audit(alert, 'release-gates', g.device_id, res.ok, res.ok ? `released / 已开启${res.message ? `: ${res.message}` : ''}` : `gateway refused: ${res.message ?? 'no reason'}`);
-        } catch (e) {
-          await audit(alert, 'release-gates', g.device_id, false, `command failed: ${(e as Error).message}`);
-        }
-      }),
-    );
+    await Promise.all(list.flatMap((g) => releases(g).map((r) => releaseOne(alert, g.device_id, r.point, r.value))));
+  }
+
+  /** Write one declared release point; audited whatever the outcome. */
+  async function releaseOne(alert: AlertRow, device: string, point: string, value: string | number | boolean) {
+    try {
+      const res = await opts.commands!.send(
+        alert.gateway_id,
+        { v: 1, id: randomUUID(), kind: 'device.write', device, point, value, issuedBy: `rule:${alert.rule_id}`, issuedAt: clock.now() },
+        opts.linkage?.commandTimeoutMs ?? 10_000,
+      );
+      await audit(alert, 'release-gates', device, res.ok, res.ok ? `released ${point} / 已开启${res.message ? `: ${res.message}` : ''}` : `gateway refused ${point}: ${res.message ?? 'no reason'}`);
+    } catch (e) {
+      await audit(alert, 'release-gates', device, false, `command ${point} failed: ${(e as Error).message}`);
+    }
   }
 
   async function snapshot(alert: AlertRow, target: 'nearest-camera' | 'room-cameras') {
     const all = await siteDevices(alert);
-    const devices = all.filter((d) => cameras.test(d.profile));
+    const devices = all.filter(isCamera);
     const origin = all.find((d) => d.device_id === alert.device_id);
     const sameRoom = devices.filter((d) => origin?.room && d.room === origin.room && d.building === origin.building);
     const sameBuilding = devices.filter((d) => origin?.building && d.building === origin.building);
