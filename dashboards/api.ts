@@ -4,8 +4,10 @@
 
 import { metricSchema, deviceIdSchema, ALERT_CATEGORIES, ALERT_STATES } from '../contract/index.ts';
 import { scopeSql, type Scope } from '../ingest/scope.ts';
-import type { ApiRouter, RequestContext } from './server.ts';
-import { ApiError, badRequest, notFound, readJson, sendJson } from './http.ts';
+import { z } from 'zod';
+import type { ApiRouter, RequestContext } from './routes.ts';
+import { ApiError, badRequest, notFound } from './http.ts';
+import { alertIdParams, alertsQuery, commentBody, dashboardAlertSchema, errorSchema, orgPathParam, timeParam, userSchema } from './schemas.ts';
 import type { DashboardAlerting, DashboardExtras, DashboardStore, CommandSenderLike } from './types.ts';
 import { registerDeviceApi } from './devices-api.ts';
 import { registerGatewayApi } from './gateways-api.ts';
@@ -118,47 +120,65 @@ export async function audit(
     .catch((e) => api.log.error('audit write failed', { action, error: (e as Error).message }));
 }
 
+const tooManyStreams = (perSession: number, perUser: number) =>
+  new ApiError(429, 'too_many_streams', {
+    zh: `实时推送连接过多（每个会话最多 ${perSession} 个、每个用户最多 ${perUser} 个）；请关闭其他标签页后重试`,
+    en: `too many live streams open (at most ${perSession} per session and ${perUser} per user); close other tabs and retry`,
+  });
+
 export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer[]> {
   const { store, alerting } = deps;
   const closers: Closer[] = [];
 
-  api.route('GET', '/api/healthz', null, async (ctx) => {
-    sendJson(ctx.res, 200, { ok: true, liveClients: api.live.clients() });
+  api.route('GET', '/api/healthz', { permission: null, scope: 'public', summary: 'Liveness and the number of live-stream clients', response: { 200: z.object({ ok: z.boolean(), liveClients: z.number() }) } }, async (ctx) => {
+    ctx.send(200, { ok: true, liveClients: api.live.clients() });
   });
 
   // ---- session -------------------------------------------------------------------------------
-  api.route('POST', '/api/login', null, async (ctx) => {
-    const body = await readJson(ctx.req, 8 * 1024);
+  api.route('POST', '/api/login', {
+    permission: null,
+    scope: 'public',
+    summary: 'Log in: sets the session cookie and returns a bearer token and the CSRF token',
+    body: z.object({ username: z.string().max(64).optional(), password: z.string().max(200).optional() }),
+    response: { 200: z.object({ token: z.string(), csrfToken: z.string(), expiresAt: z.number(), user: userSchema }), 401: errorSchema, 429: errorSchema },
+    bodyLimit: 8 * 1024,
+    rateLimit: { max: 120, windowMs: 60_000 },
+  }, async (ctx) => {
+    const body = ctx.body;
     const username = typeof body.username === 'string' ? body.username.trim() : '';
     const password = typeof body.password === 'string' ? body.password : '';
     if (!username || !password) throw badRequest('credentials_required', '请输入用户名和密码', 'username and password are required');
-    const wait = api.limiter.retryAfter(username, ctx.remote);
-    if (wait > 0) {
+    // Counted before the hash is checked (see createLoginLimiter): concurrent guesses cannot all pass.
+    const attempt = api.limiter.begin(username, ctx.remote);
+    if ('wait' in attempt) {
+      const wait = attempt.wait;
+      const when = wait >= 60_000 ? { zh: `${Math.ceil(wait / 60000)} 分钟`, en: `${Math.ceil(wait / 60000)} min` } : { zh: `${Math.ceil(wait / 1000)} 秒`, en: `${Math.ceil(wait / 1000)} s` };
       throw new ApiError(429, 'too_many_attempts',
-        { zh: `登录失败次数过多，请 ${Math.ceil(wait / 60000)} 分钟后再试`, en: `too many failed logins; try again in ${Math.ceil(wait / 60000)} min` },
+        { zh: `登录失败次数过多，请 ${when.zh}后再试`, en: `too many failed logins; try again in ${when.en}` },
         { retryAfterMs: wait });
     }
     const user = await api.sessions.authenticate(username, password);
     if (!user) {
-      api.limiter.failed(username, ctx.remote);
       await audit(api, { remote: ctx.remote } as RequestContext, 'login.failed', username, null, {}, username.slice(0, 64));
       throw new ApiError(401, 'bad_credentials', { zh: '用户名或密码错误', en: 'wrong username or password' });
     }
-    api.limiter.succeeded(username);
+    attempt.succeeded();
     const s = await api.sessions.create(user);
     await audit(api, { remote: ctx.remote } as RequestContext, 'login', user.username, user.orgPath, {}, user.username);
-    sendJson(ctx.res, 200, { token: s.token, csrfToken: s.csrfToken, expiresAt: s.expiresAt, user }, { 'set-cookie': api.sessionCookie(s.token, s.expiresAt) });
+    api.setSessionCookie(ctx, s.token, s.expiresAt);
+    ctx.send(200, { token: s.token, csrfToken: s.csrfToken, expiresAt: s.expiresAt, user });
   });
 
-  api.route('POST', '/api/logout', 'session', async (ctx) => {
+  api.route('POST', '/api/logout', { permission: 'session', scope: 'own-session', summary: 'Log out: ends the session and its live streams' }, async (ctx) => {
     await api.sessions.destroy(ctx.token);
-    sendJson(ctx.res, 200, { ok: true }, { 'set-cookie': api.clearCookie() });
+    api.clearSessionCookie(ctx);
+    ctx.send(200, { ok: true });
   });
 
-  api.route('GET', '/api/me', 'session', async (ctx) => {
+  api.route('GET', '/api/me', { permission: 'session', scope: 'own-session', summary: 'Who am I: user, CSRF token, permissions, features' }, async (ctx) => {
     const { PERMISSIONS } = await import('./access.ts');
     const p = ctx.principal;
-    sendJson(ctx.res, 200, {
+    ctx.send(200, {
       user: p.user,
       csrfToken: p.csrfToken,
       permissions: Object.entries(PERMISSIONS).filter(([, roles]) => (roles as readonly string[]).includes(p.role)).map(([k]) => k),
@@ -167,7 +187,7 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
   });
 
   // ---- org tree (names for filters and drill-down) ------------------------------------------
-  api.route('GET', '/api/org', 'session', async (ctx) => {
+  api.route('GET', '/api/org', { permission: 'session', scope: 'org-subtree', summary: 'The org tree nodes of your subtree (names for filters and drill-down)' }, async (ctx) => {
     const params: unknown[] = [];
     const where = scopeSql(ctx.principal.scope, 'path', params);
     const r = await api.db
@@ -176,13 +196,13 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
         params,
       )
       .catch(() => ({ rows: [] as never[] }));
-    sendJson(ctx.res, 200, {
+    ctx.send(200, {
       nodes: r.rows.map((n) => ({ path: n.path, parent: n.parent, level: n.level, code: n.code, nameZh: n.name_zh, nameEn: n.name_en })),
     });
   });
 
   // ---- alerts --------------------------------------------------------------------------------
-  api.route('GET', '/api/alerts', 'alerts.read', async (ctx) => {
+  api.route('GET', '/api/alerts', { permission: 'alerts.read', scope: 'org-subtree', summary: 'Alerts of your subtree (or of ?site= inside it)', query: alertsQuery, response: { 200: z.object({ alerts: z.array(dashboardAlertSchema) }), 400: errorSchema, 403: errorSchema } }, async (ctx) => {
     const scope = siteScope(ctx);
     const q = ctx.url.searchParams;
     const filter: Record<string, unknown> = {};
@@ -204,27 +224,27 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
     if (q.get('to')) filter.until = parseTime(q.get('to'), 'to', 0);
     let alerts = await withDevices(store, scope, (await alerting.list(scope, filter).catch(alertingError)) as Record<string, unknown>[]);
     if (building) alerts = alerts.filter((a) => a.building === building);
-    sendJson(ctx.res, 200, { alerts });
+    ctx.send(200, { alerts });
   });
 
-  api.route('GET', '/api/alerts/:id', 'alerts.read', async (ctx, { id }) => {
+  api.route('GET', '/api/alerts/:id', { permission: 'alerts.read', scope: 'org-subtree', summary: 'One alert (404 outside your subtree)', params: alertIdParams, response: { 200: z.object({ alert: dashboardAlertSchema }), 404: errorSchema } }, async (ctx, { id }) => {
     const alert = await alerting.get(ctx.principal.scope, id!).catch(alertingError);
     if (!alert) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
     const [withDevice] = await withDevices(store, ctx.principal.scope, [alert as Record<string, unknown>]);
-    sendJson(ctx.res, 200, { alert: withDevice });
+    ctx.send(200, { alert: withDevice });
   });
 
-  api.route('GET', '/api/alerts/:id/history', 'alerts.read', async (ctx, { id }) => {
+  api.route('GET', '/api/alerts/:id/history', { permission: 'alerts.read', scope: 'org-subtree', summary: "An alert's state changes", params: alertIdParams }, async (ctx, { id }) => {
     // history() of an invisible alert may be empty rather than an error: check visibility first.
     const alert = await alerting.get(ctx.principal.scope, id!).catch(alertingError);
     if (!alert) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
     const history = await alerting.history(ctx.principal.scope, id!).catch(alertingError);
-    sendJson(ctx.res, 200, { history });
+    ctx.send(200, { history });
   });
 
   for (const [action, verb] of [['ack', 'acknowledge'], ['resolve', 'resolve']] as const) {
-    api.route('POST', `/api/alerts/:id/${action}`, 'alerts.act', async (ctx, { id }) => {
-      const body = await readJson(ctx.req);
+    api.route('POST', `/api/alerts/:id/${action}`, { permission: 'alerts.act', scope: 'org-subtree', summary: `${verb === 'acknowledge' ? 'Acknowledge' : 'Resolve'} an alert, with an optional comment`, params: alertIdParams, body: commentBody, response: { 200: z.object({ alert: dashboardAlertSchema }), 404: errorSchema, 409: errorSchema } }, async (ctx, { id }) => {
+      const body = ctx.body;
       const text = comment(body, false);
       const scope = ctx.principal.scope;
       // Read first through the scope: an alert outside it is "not found", never "forbidden".
@@ -234,16 +254,19 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
       if (result === null || result === false) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
       const alert = result && typeof result === 'object' && 'id' in (result as object) ? result : await alerting.get(scope, id!);
       const [withDevice] = await withDevices(store, scope, [alert as Record<string, unknown>]);
-      sendJson(ctx.res, 200, { alert: withDevice });
+      ctx.send(200, { alert: withDevice });
     });
   }
 
-  api.route('GET', '/api/stream', 'alerts.read', async (ctx) => {
-    api.live.attach(ctx.res, ctx.principal.scope, ctx.principal.user.username, ctx.token);
+  api.route('GET', '/api/stream', { permission: 'alerts.read', scope: 'org-subtree', summary: 'Server-Sent Events: alert changes in your subtree (limited per session and per user)' }, async (ctx) => {
+    const open = api.live.count(ctx.token, ctx.principal.user.username);
+    if (open.session >= api.limits.streamsPerSession || open.user >= api.limits.streamsPerUser) throw tooManyStreams(api.limits.streamsPerSession, api.limits.streamsPerUser);
+    ctx.reply.hijack();
+    api.live.attach(ctx.reply.raw, ctx.principal.scope, ctx.principal.user.username, ctx.token);
   });
 
   // ---- devices and readings ------------------------------------------------------------------
-  api.route('GET', '/api/devices', 'devices.read', async (ctx) => {
+  api.route('GET', '/api/devices', { permission: 'devices.read', scope: 'org-subtree', summary: 'Devices of your subtree with health', query: z.object({ site: orgPathParam, state: z.union([z.enum(['online', 'degraded', 'offline']), z.literal('')]).optional(), building: z.string().max(100).optional() }) }, async (ctx) => {
     const scope = siteScope(ctx);
     const filter: Record<string, unknown> = {};
     const state = oneOf(ctx, 'state', ['online', 'degraded', 'offline'] as const);
@@ -251,10 +274,10 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
     const building = ctx.url.searchParams.get('building');
     let devices = (await store.queries.listDevices(scope, filter)) as { building?: string | null }[];
     if (building) devices = devices.filter((d) => (d.building ?? (d as { location?: string | null }).location) === building);
-    sendJson(ctx.res, 200, { devices });
+    ctx.send(200, { devices });
   });
 
-  api.route('GET', '/api/readings', 'readings.read', async (ctx) => {
+  api.route('GET', '/api/readings', { permission: 'readings.read', scope: 'org-subtree', summary: "One device's readings of one metric over a time range", query: z.object({ device: z.string().max(64), metric: z.string().max(64), gateway: z.string().max(64).optional(), site: orgPathParam, from: timeParam, to: timeParam }) }, async (ctx) => {
     const q = ctx.url.searchParams;
     const device = q.get('device') ?? '';
     const metric = q.get('metric') ?? '';
@@ -280,12 +303,12 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
       if (e instanceof RangeError) throw badRequest('bad_range', e.message, e.message);
       throw e;
     }
-    sendJson(ctx.res, 200, { device, metric, from, to, readings });
+    ctx.send(200, { device, metric, from, to, readings });
   });
 
   // Events (gate passages, visitor check-ins, alarms). Student movement and visitor records are
   // sensitive personal information (PIPL art. 28): every read of them is audited.
-  api.route('GET', '/api/events', 'readings.read', async (ctx) => {
+  api.route('GET', '/api/events', { permission: 'readings.read', scope: 'org-subtree', summary: 'Device events (sensitive types are audited on read)', query: z.object({ device: z.string().max(64).optional(), type: z.string().max(100).optional(), site: orgPathParam, from: timeParam, to: timeParam }) }, async (ctx) => {
     if (!store.queries.events) throw new ApiError(503, 'not_available', { zh: '事件查询不可用', en: 'event queries are not available' });
     const q = ctx.url.searchParams;
     const device = q.get('device') ?? undefined;
@@ -302,10 +325,10 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
     if (sensitive.length) {
       await audit(api, ctx, 'read.sensitive_events', type ?? '(all)', scope.orgPath, { count: sensitive.length, types: [...new Set(sensitive.map((e) => e.type))], from, to });
     }
-    sendJson(ctx.res, 200, { events });
+    ctx.send(200, { events });
   });
 
-  api.route('GET', '/api/audit', 'audit.read', async (ctx) => {
+  api.route('GET', '/api/audit', { permission: 'audit.read', scope: 'org-subtree', summary: 'The audit log of your subtree (newest 500)' }, async (ctx) => {
     const params: unknown[] = [];
     // Entries about the admin's subtree (and logins of users in it).
     const where = scopeSql(ctx.principal.scope, 'org_path', params);
@@ -314,7 +337,7 @@ export async function registerApi(api: ApiRouter, deps: ApiDeps): Promise<Closer
          from audit_log where ${where} order by id desc limit 500`,
       params,
     );
-    sendJson(ctx.res, 200, { entries: r.rows.map((x) => ({ ...x, id: Number(x.id), at: Math.round(Number(x.at)) })) });
+    ctx.send(200, { entries: r.rows.map((x) => ({ ...x, id: Number(x.id), at: Math.round(Number(x.at)) })) });
   });
 
   closers.push(...(await registerDeviceApi(api, deps)));

@@ -136,14 +136,34 @@ export function createSessionStore(db: Db, clock: Clock, ttlMs = 12 * 3600_000):
   };
 }
 
+export interface LoginLimitOptions {
+  /** failed attempts per (user, address) before the delay starts; per address it is 4×, per user 10× */
+  maxFailures?: number;
+  /** how long a failure counts, and the longest delay */
+  windowMs?: number;
+  /** the first delay once a limit is reached; it doubles with each further failure */
+  baseDelayMs?: number;
+}
+
+/** A login attempt already counted as a failure; `succeeded()` takes it back. */
+export interface LoginAttempt {
+  succeeded(): void;
+}
+
 /**
- * Login throttle: after `maxFailures` failed attempts for one username (or 4× that from one
- * address) within `windowMs`, further attempts are refused until the window has passed.
+ * Login throttle. Each attempt is counted as a failure BEFORE the password hash is checked, in one
+ * synchronous step, so concurrent guesses cannot all slip past the check; a success takes its
+ * count back. Keys: (user, address), address, and user. Past a key's limit the next attempt must
+ * wait a delay that doubles with every further failure (capped at the window). The user-wide key
+ * has a high limit and never delays an address the user has logged in from before, so a stranger
+ * cannot lock a known user out of their own machine.
  */
-export function createLoginLimiter(clock: Clock, opts: { maxFailures?: number; windowMs?: number } = {}) {
+export function createLoginLimiter(clock: Clock, opts: LoginLimitOptions = {}) {
   const max = opts.maxFailures ?? 5;
   const windowMs = opts.windowMs ?? 5 * 60_000;
+  const baseDelayMs = opts.baseDelayMs ?? Math.max(1000, Math.round(windowMs / 16));
   const failures = new Map<string, number[]>();
+  const known = new Set<string>(); // (user, address) pairs that logged in successfully
   const recent = (key: string) => {
     const now = clock.now();
     const list = (failures.get(key) ?? []).filter((t) => now - t < windowMs);
@@ -151,28 +171,46 @@ export function createLoginLimiter(clock: Clock, opts: { maxFailures?: number; w
     else failures.delete(key);
     return list;
   };
+  const delay = (list: number[], limit: number) => {
+    if (list.length < limit) return 0;
+    const wait = Math.min(windowMs, baseDelayMs * 2 ** (list.length - limit));
+    return Math.max(0, list[list.length - 1]! + wait - clock.now());
+  };
+  const keysOf = (username: string, remote: string) => {
+    const pair = `p:${username}\u0000${remote}`;
+    const keys: [string, number][] = [[pair, max], [`a:${remote}`, max * 4]];
+    if (!known.has(pair)) keys.push([`u:${username}`, max * 10]);
+    return keys;
+  };
   return {
-    /** ms to wait before trying again, or 0 when an attempt is allowed */
+    /** ms to wait before an attempt of this user from this address is allowed (0: now) */
     retryAfter(username: string, remote: string): number {
-      const u = recent(`u:${username}`);
-      const a = recent(`a:${remote}`);
-      const now = clock.now();
-      let wait = 0;
-      if (u.length >= max) wait = Math.max(wait, u[0]! + windowMs - now);
-      if (a.length >= max * 4) wait = Math.max(wait, a[0]! + windowMs - now);
-      return wait;
+      return Math.max(...keysOf(username, remote).map(([k, limit]) => delay(recent(k), limit)));
     },
-    failed(username: string, remote: string) {
+    /**
+     * Count an attempt now (before the hash is checked), or say how long to wait. Synchronous:
+     * two concurrent attempts can never both see the count before the other.
+     */
+    begin(username: string, remote: string): { wait: number } | LoginAttempt {
+      const wait = this.retryAfter(username, remote);
+      if (wait > 0) return { wait };
       const now = clock.now();
-      for (const key of [`u:${username}`, `a:${remote}`]) {
-        const list = recent(key);
-        list.push(now);
-        failures.set(key, list);
-      }
+      const keys = keysOf(username, remote).map(([k]) => k);
+      for (const k of keys) failures.set(k, [...recent(k), now]);
       if (failures.size > 100_000) failures.clear(); // bound memory under a flood
-    },
-    succeeded(username: string) {
-      failures.delete(`u:${username}`);
+      return {
+        succeeded: () => {
+          const pair = keys[0]!;
+          failures.delete(pair);
+          if (known.size > 100_000) known.clear();
+          known.add(pair);
+          for (const k of keys.slice(1)) {
+            const list = failures.get(k);
+            const i = list?.lastIndexOf(now) ?? -1;
+            if (list && i >= 0) list.splice(i, 1);
+          }
+        },
+      };
     },
   };
 }

@@ -5,17 +5,17 @@
 // server's port, after the same session check, role check and scope check as every endpoint.
 
 import { createRequire } from 'node:module';
-import type { IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
 import type { EventEmitter } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
+import { z } from 'zod';
 import type { Clock, Logger } from '../contract/index.ts';
 import type { Scope } from '../ingest/scope.ts';
-import type { ApiRouter } from './server.ts';
+import type { ApiRouter, RequestContext } from './routes.ts';
 import type { ApiDeps, Closer } from './api.ts';
 import { alertingError, audit } from './api.ts';
-import { ApiError, notFound, sendJson } from './http.ts';
+import { ApiError, notFound } from './http.ts';
+import { alertIdParams, deviceIdSchema } from './schemas.ts';
 import type { DashboardStore } from './types.ts';
 
 const require = createRequire(import.meta.url);
@@ -84,7 +84,7 @@ export function createStreamHub(opts: { clock: Clock; log: Logger; service: Came
   const { clock, log, service } = opts;
   const Mpeg1Muxer = require('node-rtsp-stream/mpeg1muxer.js') as new (o: { url: string; ffmpegPath: string; ffmpegOptions: Record<string, string> }) => Muxer;
   const streams = new Map<string, LiveStream>();
-  let started = 0;
+  const startedBy = new Map<string, number>();
 
   function stop(s: LiveStream, why: string) {
     if (streams.get(s.key) !== s) return;
@@ -109,7 +109,7 @@ export function createStreamHub(opts: { clock: Clock; log: Logger; service: Came
           // needed with -loglevel error, else the stream header says 0x0
           ffmpegOptions: { '-loglevel': 'error', '-s': `${w}x${h}`, '-b:v': '900k', '-r': '25', '-bf': '0', '-an': '' },
         });
-        started++;
+        startedBy.set(key, (startedBy.get(key) ?? 0) + 1);
         const fresh: LiveStream = { key, muxer, viewers: new Set(), idleTimer: null };
         s = fresh;
         streams.set(key, fresh);
@@ -139,7 +139,10 @@ export function createStreamHub(opts: { clock: Clock; log: Logger; service: Came
     },
     /** cameras streaming now, with their viewer counts */
     active: () => [...streams.values()].map((s) => ({ camera: s.key, viewers: s.viewers.size, pid: s.muxer.stream.pid })),
-    started: () => started,
+    /** ffmpeg processes started so far, for the cameras `counted` accepts */
+    started: (counted: (camera: string) => boolean) => [...startedBy].reduce((n, [k, v]) => n + (counted(k) ? v : 0), 0),
+    /** cameras that have streamed since the server started */
+    streamed: () => [...startedBy.keys()],
     close() {
       for (const s of [...streams.values()]) stop(s, 'server stopping');
     },
@@ -154,14 +157,13 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
   };
 
   // The JSMpeg player for the browser, served from its package (no copy in the repository).
-  api.route('GET', '/api/vendor/jsmpeg.js', null, async (ctx) => {
+  api.route('GET', '/api/vendor/jsmpeg.js', { permission: null, scope: 'public', summary: 'The JSMpeg player for the live view' }, async (ctx) => {
     const { readFile } = await import('node:fs/promises');
     // the package's exports map hides the UMD build; it sits beside the CommonJS entry
     const { dirname, join } = await import('node:path');
     const file = join(dirname(require.resolve('@cycjimmy/jsmpeg-player')), 'jsmpeg-player.umd.min.js');
     const body = await readFile(file);
-    ctx.res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'max-age=86400', 'content-length': body.length });
-    ctx.res.end(body);
+    ctx.reply.code(200).headers({ 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=86400' }).send(body);
   });
 
   async function cameraInScope(scope: Scope, gatewayId: string, deviceId: string): Promise<DeviceLike | null> {
@@ -170,7 +172,7 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
     return d && isCamera(d) ? d : null;
   }
 
-  api.route('GET', '/api/alerts/:id/camera', 'cameras.view', async (ctx, { id }) => {
+  api.route('GET', '/api/alerts/:id/camera', { permission: 'cameras.view', scope: 'org-subtree', summary: "The camera nearest an alert's device, its snapshots and live view", params: alertIdParams }, async (ctx, { id }) => {
     const scope = ctx.principal.scope;
     const alert = (await alerting.get(scope, id!).catch(alertingError)) as { gatewayId: string; deviceId: string; orgPath: string } | null;
     if (!alert) throw notFound('告警不存在或不在您的管辖范围内', 'alert not found or outside your scope');
@@ -178,7 +180,7 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
     const cam = nearestCamera(devices, alert);
     const snaps = alerting.attachments ? (await alerting.attachments(scope, id!).catch(() => [])).filter((a) => a.mime.startsWith('image/')) : [];
     const live = cam && service ? (await service.streamUrl(cam)) !== null : false;
-    sendJson(ctx.res, 200, {
+    ctx.send(200, {
       camera: cam ? { gatewayId: cam.gatewayId, deviceId: cam.deviceId, name: cam.name ?? cam.deviceId, building: cam.building ?? cam.location ?? null, room: cam.room ?? null } : null,
       snapshots: snaps.map((s) => ({ id: s.id, deviceId: s.deviceId, createdAt: s.createdAt, url: `/api/alerts/${encodeURIComponent(id!)}/snapshot/${s.id}` })),
       live,
@@ -186,64 +188,79 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
     });
   });
 
-  api.route('GET', '/api/alerts/:id/snapshot/:snap', 'cameras.view', async (ctx, { id, snap }) => {
+  api.route('GET', '/api/alerts/:id/snapshot/:snap', { permission: 'cameras.view', scope: 'org-subtree', summary: 'A snapshot taken at the alarm (audited)', params: z.object({ id: z.string().min(1).max(100), snap: z.string().regex(/^\d{1,18}$/) }) }, async (ctx, { id, snap }) => {
     if (!alerting.attachments) throw notFound('没有抓拍', 'no snapshot');
     const list = await alerting.attachments(ctx.principal.scope, id!).catch(alertingError);
     const s = list.find((a) => String(a.id) === snap && a.mime.startsWith('image/'));
     if (!s) throw notFound('没有抓拍', 'no snapshot');
     await audit(api, ctx, 'camera.snapshot', `${id}/${snap}`, null, { device: s.deviceId });
-    ctx.res.writeHead(200, { 'content-type': s.mime, 'content-length': s.data.length, 'cache-control': 'private, no-store', 'x-content-type-options': 'nosniff' });
-    ctx.res.end(s.data);
+    ctx.reply.code(200).headers({ 'content-type': s.mime, 'cache-control': 'private, no-store' }).send(s.data);
   });
 
   if (!service) return [];
 
   const hub = createStreamHub({ clock: api.clock, log: api.log.child('cameras'), service });
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
+  const open = { bySession: new Map<string, number>(), byUser: new Map<string, number>() };
+  const bump = (m: Map<string, number>, k: string, d: number) => {
+    const n = (m.get(k) ?? 0) + d;
+    if (n > 0) m.set(k, n);
+    else m.delete(k);
+  };
 
-  api.route('GET', '/api/cameras/live', 'cameras.view', async (ctx) => {
-    sendJson(ctx.res, 200, { streams: hub.active(), started: hub.started() });
+  // Only the streams of cameras inside the reader's subtree (other schools' live views stay unseen).
+  api.route('GET', '/api/cameras/live', { permission: 'cameras.view', scope: 'org-subtree', summary: 'Camera live streams running now in your subtree, with viewer counts' }, async (ctx) => {
+    const active = hub.active();
+    const visible = new Set<string>();
+    for (const g of new Set([...active.map((a) => a.camera), ...hub.streamed()].map((c) => c.split('/')[0]!))) {
+      const devices = (await store.queries.listDevices(ctx.principal.scope, { gatewayId: g })) as DeviceLike[];
+      for (const d of devices) if (isCamera(d)) visible.add(`${d.gatewayId}/${d.deviceId}`);
+    }
+    ctx.send(200, { streams: active.filter((a) => visible.has(a.camera)).map(({ camera, viewers }) => ({ camera, viewers })), started: hub.started((c) => visible.has(c)) });
   });
 
-  api.upgrade('/api/cameras/', 'cameras.view', (req: IncomingMessage, socket: Socket, head: Buffer, principal, token) => {
-    const m = /^\/api\/cameras\/([^/]+)\/([^/]+)\/live$/.exec(new URL(req.url ?? '/', 'http://x').pathname);
-    const refuse = (status: number, text: string) => {
-      socket.write(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-      socket.destroy();
-    };
-    if (!m) return refuse(404, 'Not Found');
-    const gatewayId = decodeURIComponent(m[1]!);
-    const deviceId = decodeURIComponent(m[2]!);
-    (async () => {
-      const cam = await cameraInScope(principal.scope, gatewayId, deviceId);
-      if (!cam) return refuse(404, 'Not Found');
-      const url = await service.streamUrl(cam);
-      if (!url) return refuse(404, 'Not Found');
-      await audit(api, { principal, remote: req.socket.remoteAddress ?? '' }, 'camera.live', `${gatewayId}/${deviceId}`, cam.orgPath);
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        ws.on('message', () => {}); // viewers only receive
-        // A view ends with its session (logout, expiry).
-        const check = api.clock.setInterval(() => {
-          api.sessions.lookup(token).then((s) => { if (!s) ws.close(4001, 'session ended'); }, () => {});
-        }, 15_000);
-        ws.on('close', () => api.clock.clearInterval(check));
-        hub.watch(ws, cam, url).catch((e) => {
-          api.log.error('camera stream failed', { camera: `${gatewayId}/${deviceId}`, error: (e as Error).message });
-          ws.close(1011, 'stream failed');
+  api.socket<{ cam: DeviceLike; url: string }>('/api/cameras/:gatewayId/:deviceId/live', {
+    permission: 'cameras.view',
+    scope: 'org-subtree',
+    summary: 'Live view (WebSocket, MPEG-TS): a camera of your subtree; limited per session and per user; audited',
+    params: z.object({ gatewayId: deviceIdSchema, deviceId: deviceIdSchema }),
+    async check(ctx: RequestContext, { gatewayId, deviceId }) {
+      const cam = await cameraInScope(ctx.principal.scope, gatewayId!, deviceId!);
+      const url = cam ? await service.streamUrl(cam) : null;
+      if (!cam || !url) throw notFound('摄像机不存在或不在您的管辖范围内', 'camera not found or outside your scope');
+      const { camerasPerSession: perSession, camerasPerUser: perUser } = api.limits;
+      if ((open.bySession.get(ctx.token) ?? 0) >= perSession || (open.byUser.get(ctx.principal.user.username) ?? 0) >= perUser) {
+        throw new ApiError(429, 'too_many_streams', {
+          zh: `实时视频连接过多（每个会话最多 ${perSession} 路、每个用户最多 ${perUser} 路）；请关闭其他画面后重试`,
+          en: `too many live views open (at most ${perSession} per session and ${perUser} per user); close another view and retry`,
         });
+      }
+      await audit(api, ctx, 'camera.live', `${gatewayId}/${deviceId}`, cam.orgPath);
+      return { cam, url };
+    },
+    open(ws, ctx, { cam, url }) {
+      const user = ctx.principal.user.username;
+      bump(open.bySession, ctx.token, 1);
+      bump(open.byUser, user, 1);
+      ws.on('message', () => {}); // viewers only receive
+      // A view ends with its session (logout, expiry).
+      const check = api.clock.setInterval(() => {
+        api.sessions.lookup(ctx.token).then((s) => { if (!s) ws.close(4001, 'session ended'); }, () => {});
+      }, 15_000);
+      ws.on('close', () => {
+        api.clock.clearInterval(check);
+        bump(open.bySession, ctx.token, -1);
+        bump(open.byUser, user, -1);
       });
-    })().catch((e) => {
-      api.log.error('camera upgrade failed', { error: (e as Error).message });
-      refuse(500, 'Internal Server Error');
-    });
+      hub.watch(ws, cam, url).catch((e) => {
+        api.log.error('camera stream failed', { camera: `${cam.gatewayId}/${cam.deviceId}`, error: (e as Error).message });
+        ws.close(1011, 'stream failed');
+      });
+    },
   });
 
   return [
     async () => {
       hub.close();
-      for (const c of wss.clients) c.terminate();
-      wss.close();
     },
   ];
 }
-

@@ -4,10 +4,12 @@
 
 import { randomUUID } from 'node:crypto';
 import { commandSchema, deviceIdSchema, type Command, type CommandResult } from '../contract/index.ts';
-import type { ApiRouter, RequestContext } from './server.ts';
+import { z } from 'zod';
+import type { ApiRouter, RequestContext } from './routes.ts';
 import type { ApiDeps, Closer } from './api.ts';
 import { audit, siteScope } from './api.ts';
-import { ApiError, badRequest, readJson, sendJson } from './http.ts';
+import { ApiError, badRequest } from './http.ts';
+import { deviceInput, gatewayDeviceParams, gatewayParams, orgPathParam } from './schemas.ts';
 
 /** The downlink command kinds this build of the contract knows (device.upsert, device.write, rebirth…). */
 export function supportedCommandKinds(): string[] {
@@ -120,12 +122,12 @@ export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<
     return dev;
   }
 
-  api.route('GET', '/api/gateways', 'devices.read', async (ctx) => {
+  api.route('GET', '/api/gateways', { permission: 'devices.read', scope: 'org-subtree', summary: 'Gateways of your subtree and the command kinds they take', query: z.object({ site: orgPathParam }) }, async (ctx) => {
     const gateways = (await store.queries.listGateways?.(siteScope(ctx))) ?? [];
-    sendJson(ctx.res, 200, { gateways, commands: commands ? supportedCommandKinds() : [] });
+    ctx.send(200, { gateways, commands: commands ? supportedCommandKinds() : [] });
   });
 
-  api.route('GET', '/api/devices/trouble', 'devices.read', async (ctx) => {
+  api.route('GET', '/api/devices/trouble', { permission: 'devices.read', scope: 'org-subtree', summary: 'Trouble events of the last 24 h per device', query: z.object({ site: orgPathParam }) }, async (ctx) => {
     // Trouble signals of the last 24 h: device.* events (fault, offline, timeout…) per device.
     const scope = siteScope(ctx);
     const since = api.clock.now() - 24 * 3600_000;
@@ -137,25 +139,25 @@ export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<
       counts[k] ??= {};
       counts[k]![e.type] = (counts[k]![e.type] ?? 0) + 1;
     }
-    sendJson(ctx.res, 200, { since, counts });
+    ctx.send(200, { since, counts });
   });
 
-  api.route('GET', '/api/profiles', 'devices.read', async (ctx) => {
-    sendJson(ctx.res, 200, { profiles: deps.extras.profiles ?? [] });
+  api.route('GET', '/api/profiles', { permission: 'devices.read', scope: 'catalogue', summary: 'Device models (for the enrol form)' }, async (ctx) => {
+    ctx.send(200, { profiles: deps.extras.profiles ?? [] });
   });
 
-  api.route('POST', '/api/gateways/:gatewayId/devices', 'devices.manage', async (ctx, { gatewayId }) => {
+  api.route('POST', '/api/gateways/:gatewayId/devices', { permission: 'devices.manage', scope: 'org-subtree', summary: 'Enrol a device on a gateway of your subtree (device.upsert)', params: gatewayParams, body: z.object({ device: deviceInput }) }, async (ctx, { gatewayId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
-    const body = await readJson(ctx.req);
+    const body = ctx.body;
     const device = checkDevice(body.device);
     const result = await send(ctx, gw.id, { kind: 'device.upsert', device });
     await audit(api, ctx, 'device.enrol', `${gw.id}/${String(device.id)}`, gw.orgPath, { ok: result.ok });
-    sendJson(ctx.res, result.ok ? 200 : 422, result.ok ? { result } : { result, error: { code: 'gateway_refused', message: { zh: `网关拒绝：${result.message}`, en: `the gateway refused: ${result.message}` } } });
+    ctx.send(result.ok ? 200 : 422, result.ok ? { result } : { result, error: { code: 'gateway_refused', message: { zh: `网关拒绝：${result.message}`, en: `the gateway refused: ${result.message}` } } });
   });
 
-  api.route('POST', '/api/gateways/:gatewayId/import', 'devices.manage', async (ctx, { gatewayId }) => {
+  api.route('POST', '/api/gateways/:gatewayId/import', { permission: 'devices.manage', scope: 'org-subtree', summary: 'Import devices from CSV (all rows or none)', params: gatewayParams, body: z.object({ csv: z.string().max(1024 * 1024) }), bodyLimit: 1024 * 1024 }, async (ctx, { gatewayId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
-    const body = await readJson(ctx.req, 1024 * 1024);
+    const body = ctx.body;
     if (typeof body.csv !== 'string') throw badRequest('bad_csv', '请提供 csv 文本', 'csv text is required');
     const { devices, problems } = devicesFromCsv(body.csv);
     if (problems.length) {
@@ -168,12 +170,12 @@ export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<
       results.push({ id: String(device.id), ok: r.ok, message: r.message });
     }
     await audit(api, ctx, 'device.import', gw.id, gw.orgPath, { devices: results.length, ok: results.filter((r) => r.ok).length });
-    sendJson(ctx.res, 200, { results });
+    ctx.send(200, { results });
   });
 
   /** 422 with the gateway's own (zh + en) reason when it refused or failed a command. */
   function refused(ctx: RequestContext, result: CommandResult, what: { zh: string; en: string }) {
-    sendJson(ctx.res, 422, {
+    ctx.send(422, {
       result,
       error: { code: 'gateway_refused', message: { zh: `网关未能${what.zh}：${result.message ?? ''}`, en: `the gateway could not ${what.en}: ${result.message ?? ''}` } },
     });
@@ -185,30 +187,30 @@ export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<
 
   // Live test on the gateway (device.test): the device is read now, nothing is saved. A test that
   // ran answers 200 with its verdict, health and observations; a refused command answers 422.
-  api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/test', 'devices.manage', async (ctx, { gatewayId, deviceId }) => {
+  api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/test', { permission: 'devices.manage', scope: 'org-subtree', summary: 'Read an enrolled device now (device.test); nothing is saved', params: gatewayDeviceParams }, async (ctx, { gatewayId, deviceId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
     checkDeviceId(deviceId!);
     const result = await send(ctx, gw.id, { kind: 'device.test', device: deviceId }, 20_000);
     await audit(api, ctx, 'device.test', `${gw.id}/${deviceId}`, gw.orgPath, { ok: result.ok });
     if (!result.data) return refused(ctx, result, { zh: '测试设备', en: 'test the device' });
     const d = result.data as { health?: unknown; observations?: unknown[] };
-    sendJson(ctx.res, 200, { result: { ok: result.ok, message: result.message, health: d.health ?? null, observations: d.observations ?? [] } });
+    ctx.send(200, { result: { ok: result.ok, message: result.message, health: d.health ?? null, observations: d.observations ?? [] } });
   });
 
-  api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/remove', 'devices.manage', async (ctx, { gatewayId, deviceId }) => {
+  api.route('POST', '/api/gateways/:gatewayId/devices/:deviceId/remove', { permission: 'devices.manage', scope: 'org-subtree', summary: 'Remove a device from its gateway (device.remove)', params: gatewayDeviceParams }, async (ctx, { gatewayId, deviceId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
     checkDeviceId(deviceId!);
     const result = await send(ctx, gw.id, { kind: 'device.remove', device: deviceId });
     await audit(api, ctx, 'device.remove', `${gw.id}/${deviceId}`, gw.orgPath, { ok: result.ok });
     if (!result.ok) return refused(ctx, result, { zh: `移除设备 ${deviceId}`, en: `remove device ${deviceId}` });
-    sendJson(ctx.res, 200, { result });
+    ctx.send(200, { result });
   });
 
   // Discovery on the school's network: ONVIF cameras (WS-Discovery; target = HOST[:PORT] for a
   // unicast probe) or the Modbus units answering on a port (target = modbus-tcp:// or modbus-rtu:// url).
-  api.route('POST', '/api/gateways/:gatewayId/discover', 'devices.manage', async (ctx, { gatewayId }) => {
+  api.route('POST', '/api/gateways/:gatewayId/discover', { permission: 'devices.manage', scope: 'org-subtree', summary: "Search the school's network for ONVIF cameras or Modbus units", params: gatewayParams, body: z.object({ protocol: z.enum(['onvif', 'modbus']).optional(), target: z.string().max(300).optional(), timeoutMs: z.number().int().min(100).max(120_000).optional(), units: z.array(z.number().int().min(0).max(255)).max(256).optional() }) }, async (ctx, { gatewayId }) => {
     const gw = await gatewayInScope(ctx, gatewayId!);
-    const body = await readJson(ctx.req);
+    const body = ctx.body;
     const protocol = body.protocol ?? 'onvif';
     if (protocol !== 'onvif' && protocol !== 'modbus') throw badRequest('bad_discover', 'protocol 须为 onvif 或 modbus', 'protocol must be onvif or modbus');
     const target = typeof body.target === 'string' && body.target.trim() ? body.target.trim() : undefined;
@@ -222,7 +224,7 @@ export async function registerDeviceApi(api: ApiRouter, deps: ApiDeps): Promise<
     await audit(api, ctx, 'device.discover', gw.id, gw.orgPath, { ok: result.ok, protocol });
     if (!result.ok) return refused(ctx, result, { zh: '搜索设备', en: 'search for devices' });
     const found = ((result.data as { found?: unknown[] } | undefined)?.found ?? []) as unknown[];
-    sendJson(ctx.res, 200, { result: { ok: true, message: result.message, protocol, found } });
+    ctx.send(200, { result: { ok: true, message: result.message, protocol, found } });
   });
 
   return [];

@@ -4,10 +4,12 @@
 import { randomBytes } from 'node:crypto';
 import { gatewayIdSchema, parseOrgPath, parseRegionCode } from '../contract/index.ts';
 import type { GatewayInfo } from '../ingest/types.ts';
-import type { ApiRouter, RequestContext } from './server.ts';
+import { z } from 'zod';
+import type { ApiRouter, RequestContext } from './routes.ts';
 import type { ApiDeps, Closer } from './api.ts';
 import { audit } from './api.ts';
-import { ApiError, badRequest, readJson, sendJson } from './http.ts';
+import { ApiError, badRequest } from './http.ts';
+import { gatewayParams } from './schemas.ts';
 
 /** What of the central store these routes need (ingest's Store has it). */
 interface GatewayRegistry {
@@ -43,6 +45,16 @@ function problemsOf(b: Record<string, unknown>): string[] {
   return problems;
 }
 
+/** Documents the body; the handler checks it (problemsOf) so every problem is named at once. */
+const registrationBody = z.looseObject({
+  id: z.unknown().describe('gateway id: 1–64 letters, digits, . _ -'),
+  county: z.unknown().describe('6-digit county code, e.g. 370102'),
+  orgPath: z.unknown().describe('org path of the school, inside the county and your subtree'),
+  name: z.unknown().optional(),
+  password: z.unknown().optional().describe('at least 8 characters; generated and shown once when absent'),
+  replace: z.unknown().optional(),
+});
+
 export async function registerGatewayApi(api: ApiRouter, deps: ApiDeps): Promise<Closer[]> {
   const registry = deps.store as unknown as Partial<GatewayRegistry>;
   const need = (): GatewayRegistry => {
@@ -52,9 +64,9 @@ export async function registerGatewayApi(api: ApiRouter, deps: ApiDeps): Promise
     return registry as GatewayRegistry;
   };
 
-  api.route('POST', '/api/gateways', 'gateways.manage', async (ctx: RequestContext) => {
+  api.route('POST', '/api/gateways', { permission: 'gateways.manage', scope: 'org-subtree', summary: 'Register a gateway inside your subtree (every problem listed at once)', body: registrationBody, bodyLimit: 8 * 1024 }, async (ctx: RequestContext) => {
     const reg = need();
-    const body = await readJson(ctx.req, 8 * 1024);
+    const body = ctx.body;
     const problems = problemsOf(body);
     if (problems.length) throw badRequest('bad_gateway', `网关信息有误：${problems.join('；')}`, `the gateway is not valid: ${problems.join('; ')}`, { problems });
     const id = body.id as string;
@@ -73,10 +85,10 @@ export async function registerGatewayApi(api: ApiRouter, deps: ApiDeps): Promise
     const gw = await reg.registerGateway({ id, county: body.county as string, orgPath, name: typeof body.name === 'string' ? body.name : id, password });
     await audit(api, ctx, existing ? 'gateway.replace' : 'gateway.add', gw.id, gw.orgPath, { county: gw.county, name: gw.name });
     // a generated password is shown once, here
-    sendJson(ctx.res, existing ? 200 : 201, { gateway: gw, ...(body.password === undefined ? { password } : {}) });
+    ctx.send(existing ? 200 : 201, { gateway: gw, ...(body.password === undefined ? { password } : {}) });
   });
 
-  api.route('POST', '/api/gateways/:gatewayId/remove', 'gateways.manage', async (ctx: RequestContext, { gatewayId }: Record<string, string>) => {
+  api.route('POST', '/api/gateways/:gatewayId/remove', { permission: 'gateways.manage', scope: 'org-subtree', summary: 'Remove a gateway of your subtree', params: gatewayParams }, async (ctx: RequestContext, { gatewayId }: Record<string, string>) => {
     const reg = need();
     const gw = gatewayIdSchema.safeParse(gatewayId).success ? await reg.getGateway(gatewayId!) : null;
     // outside the user's subtree it does not exist for them (never reveal other schools' gateways)
@@ -85,7 +97,7 @@ export async function registerGatewayApi(api: ApiRouter, deps: ApiDeps): Promise
     }
     await reg.removeGateway(gw.id);
     await audit(api, ctx, 'gateway.remove', gw.id, gw.orgPath, { county: gw.county, name: gw.name });
-    sendJson(ctx.res, 200, { removed: gw.id });
+    ctx.send(200, { removed: gw.id });
   });
   return [];
 }

@@ -1,8 +1,9 @@
-// A small router over node:http: method + path pattern (`/api/alerts/:id/ack`), JSON bodies with a
-// size limit, and one error shape for every failure:
-//   { "error": { "code": "...", "message": { "zh": "...", "en": "..." } } }
+// The one error shape of every HTTP answer that is not a success:
+//   { "error": { "code": "...", "message": { "zh": "...", "en": "..." }, ...extra } }
+// and the mapping of Fastify's own failures (schema, body size, media type, rate limit) onto it.
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyError, FastifyReply } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import type { Localized } from '../contract/index.ts';
 
 export class ApiError extends Error {
@@ -21,115 +22,48 @@ export const badRequest = (code: string, zh: string, en: string, extra?: Record<
   new ApiError(400, code, { zh, en }, extra);
 export const notFound = (zh = '未找到', en = 'not found') => new ApiError(404, 'not_found', { zh, en });
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | string[]> = {}) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'content-length': Buffer.byteLength(text),
-    ...headers,
-  });
-  res.end(text);
-}
-
-export function sendError(res: ServerResponse, e: ApiError) {
-  if (res.headersSent) {
-    res.end();
+/** Answer with the error shape (retry-after when the error says how long to wait). */
+export function sendError(reply: FastifyReply, e: ApiError) {
+  if (reply.sent || reply.raw.headersSent) {
+    reply.raw.end();
     return;
   }
-  const headers: Record<string, string> = {};
-  if (typeof e.extra.retryAfterMs === 'number') headers['retry-after'] = String(Math.ceil(e.extra.retryAfterMs / 1000));
-  sendJson(res, e.status, { error: { code: e.code, message: e.text, ...e.extra } }, headers);
+  if (typeof e.extra.retryAfterMs === 'number') reply.header('retry-after', String(Math.ceil(e.extra.retryAfterMs / 1000)));
+  reply.code(e.status).header('cache-control', 'no-store').send({ error: { code: e.code, message: e.text, ...e.extra } });
 }
 
-export async function readJson(req: IncomingMessage, limit = 256 * 1024): Promise<Record<string, unknown>> {
-  const type = String(req.headers['content-type'] ?? '');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new ApiError(413, 'body_too_large', { zh: `请求体超过 ${limit} 字节`, en: `request body is larger than ${limit} bytes` });
-    chunks.push(chunk as Buffer);
-  }
-  if (size === 0) return {};
-  if (!type.includes('application/json')) {
-    throw new ApiError(415, 'not_json', { zh: '请求体须为 JSON（Content-Type: application/json）', en: 'request body must be JSON (Content-Type: application/json)' });
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch (e) {
-    throw badRequest('bad_json', `请求体不是有效的 JSON：${(e as Error).message}`, `request body is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw badRequest('bad_json', '请求体须为 JSON 对象', 'request body must be a JSON object');
-  }
-  return parsed as Record<string, unknown>;
-}
+const WHERE: Record<string, { zh: string; en: string }> = {
+  body: { zh: '请求体', en: 'body' },
+  querystring: { zh: '查询参数', en: 'query' },
+  params: { zh: '路径参数', en: 'path' },
+  headers: { zh: '请求头', en: 'header' },
+};
 
-export function parseCookies(header: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!header) return out;
-  for (const part of header.split(';')) {
-    const i = part.indexOf('=');
-    if (i < 0) continue;
-    const k = part.slice(0, i).trim();
-    const v = part.slice(i + 1).trim();
-    try {
-      out[k] = decodeURIComponent(v);
-    } catch {
-      out[k] = v;
-    }
+/** Fastify's own failures as ApiErrors; null when the error is not one of them (a bug: 500). */
+export function frameworkError(err: FastifyError): ApiError | null {
+  if (hasZodFastifySchemaValidationErrors(err)) {
+    const ctx = (err as { validationContext?: string }).validationContext ?? 'body';
+    const where = WHERE[ctx] ?? { zh: ctx, en: ctx };
+    const problems = err.validation.map((v) => {
+      const path = String(v.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
+      return `${where.en}${path ? '.' + path : ''}: ${v.message}`;
+    });
+    return badRequest('invalid_input', `${where.zh}不符合接口要求：${problems.join('；')}`, `the ${where.en} does not match this endpoint: ${problems.join('; ')}`, { problems });
   }
-  return out;
-}
-
-export type Handler<C> = (ctx: C, params: Record<string, string>) => Promise<void>;
-
-interface Route<C> {
-  method: string;
-  parts: string[];
-  handler: Handler<C>;
-}
-
-export class Router<C> {
-  private routes: Route<C>[] = [];
-
-  add(method: string, pattern: string, handler: Handler<C>) {
-    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler });
-    return this;
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError(413, 'body_too_large', { zh: '请求体超过此接口允许的大小', en: 'request body is larger than this endpoint allows' });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError(415, 'not_json', { zh: '请求体须为 JSON（Content-Type: application/json）', en: 'request body must be JSON (Content-Type: application/json)' });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return badRequest('bad_json', `请求体不是有效的 JSON：${err.message}`, `request body is not valid JSON: ${err.message}`);
   }
-
-  /** The route for a request, or 'method' when the path exists under another method, or null. */
-  match(method: string, pathname: string): { handler: Handler<C>; params: Record<string, string> } | 'method' | null {
-    const parts = pathname.split('/').filter(Boolean);
-    let pathMatched = false;
-    for (const r of this.routes) {
-      if (r.parts.length !== parts.length) continue;
-      const params: Record<string, string> = {};
-      let ok = true;
-      for (let i = 0; i < parts.length; i++) {
-        const p = r.parts[i]!;
-        if (p.startsWith(':')) {
-          try {
-            params[p.slice(1)] = decodeURIComponent(parts[i]!);
-          } catch {
-            ok = false;
-            break;
-          }
-        } else if (p !== parts[i]) {
-          ok = false;
-          break;
-        }
-      }
-      if (!ok) continue;
-      pathMatched = true;
-      if (r.method === method || (method === 'HEAD' && r.method === 'GET')) return { handler: r.handler, params };
-    }
-    return pathMatched ? 'method' : null;
+  if (err.statusCode === 429) {
+    return new ApiError(429, 'too_many_requests', { zh: '请求过于频繁，请稍后再试', en: 'too many requests; try again shortly' });
   }
-
-  list(): { method: string; pattern: string }[] {
-    return this.routes.map((r) => ({ method: r.method, pattern: '/' + r.parts.join('/') }));
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+    return new ApiError(err.statusCode, 'bad_request', { zh: `请求无效：${err.message}`, en: `bad request: ${err.message}` });
   }
+  return null;
 }

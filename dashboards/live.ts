@@ -32,6 +32,8 @@ interface Client {
 export interface LiveHub {
   attach(res: ServerResponse, scope: Scope, username: string, token: string): void;
   clients(): number;
+  /** streams open now for this session and for this user */
+  count(token: string, username: string): { session: number; user: number };
   close(): Promise<void>;
 }
 
@@ -120,6 +122,15 @@ export async function createLiveHub(opts: {
       res.on('close', () => clients.delete(c));
     },
     clients: () => clients.size,
+    count(token, username) {
+      let session = 0;
+      let user = 0;
+      for (const c of clients) {
+        if (c.token === token) session++;
+        if (c.username === username) user++;
+      }
+      return { session, user };
+    },
     async close() {
       clock.clearInterval(heartbeat);
       for (const c of clients) c.res.end();

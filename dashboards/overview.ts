@@ -5,10 +5,12 @@
 
 import type { Scope } from '../ingest/scope.ts';
 import { scopeSql } from '../ingest/scope.ts';
-import type { ApiRouter, RequestContext } from './server.ts';
+import { z } from 'zod';
+import type { ApiRouter, RequestContext } from './routes.ts';
 import type { ApiDeps, Closer } from './api.ts';
 import { audit, parseTime, siteScope } from './api.ts';
-import { badRequest, sendJson } from './http.ts';
+import { badRequest } from './http.ts';
+import { orgPathParam, timeParam } from './schemas.ts';
 
 const DAY = 86_400_000;
 const SHANGHAI_OFFSET_S = 8 * 3600; // Asia/Shanghai has no daylight saving
@@ -44,7 +46,7 @@ export async function registerOverviewApi(api: ApiRouter, deps: ApiDeps): Promis
     return new Map(r.rows.map((x) => [x.path, { zh: x.name_zh, en: x.name_en || x.name_zh }]));
   }
 
-  api.route('GET', '/api/overview', 'overview.read', async (ctx) => {
+  api.route('GET', '/api/overview', { permission: 'overview.read', scope: 'org-subtree', summary: 'Open hazards and emergencies, devices and trend by region of your subtree (or ?region= inside it)', query: z.object({ region: orgPathParam, days: z.string().regex(/^\d{1,3}$/).optional() }) }, async (ctx) => {
     const scope = regionScope(ctx);
     const depth = scope.orgPath.split('/').length + 1;
     const days = Number(ctx.url.searchParams.get('days') ?? 30);
@@ -99,7 +101,7 @@ export async function registerOverviewApi(api: ApiRouter, deps: ApiDeps): Promis
       if (s) s[row.category === 'emergency' ? 'emergency' : 'hazard'] += Number(row.n);
     }
 
-    sendJson(ctx.res, 200, {
+    ctx.send(200, {
       region: { path: scope.orgPath, name: n.get(scope.orgPath) ?? null },
       canGoUp: scope.orgPath !== ctx.principal.user.orgPath,
       regions: [...regions.values()].sort((a, b) => a.path.localeCompare(b.path)).map((r) => ({ ...r, name: n.get(r.path) ?? null })),
@@ -107,7 +109,7 @@ export async function registerOverviewApi(api: ApiRouter, deps: ApiDeps): Promis
     });
   });
 
-  api.route('GET', '/api/overview/accidents.csv', 'overview.read', async (ctx) => {
+  api.route('GET', '/api/overview/accidents.csv', { permission: 'overview.read', scope: 'org-subtree', summary: 'Accident statistics for a period as CSV (audited)', query: z.object({ region: orgPathParam, from: timeParam, to: timeParam }) }, async (ctx) => {
     const scope = regionScope(ctx);
     const q = ctx.url.searchParams;
     const to = parseTime(q.get('to'), 'to', api.clock.now());
@@ -139,12 +141,14 @@ export async function registerOverviewApi(api: ApiRouter, deps: ApiDeps): Promis
     }
     await audit(api, ctx, 'export.accidents', scope.orgPath, scope.orgPath, { from, to, rows: r.rows.length });
     const body = '\uFEFF' + lines.join('\r\n') + '\r\n'; // BOM so spreadsheet programs read UTF-8
-    ctx.res.writeHead(200, {
-      'content-type': 'text/csv; charset=utf-8',
-      'content-disposition': `attachment; filename="xiaoan-accidents-${scope.orgPath.replace(/\//g, '-')}-${shanghaiDate(from)}-${shanghaiDate(to)}.csv"`,
-      'cache-control': 'no-store',
-    });
-    ctx.res.end(body);
+    ctx.reply
+      .code(200)
+      .headers({
+        'content-type': 'text/csv; charset=utf-8',
+        'content-disposition': `attachment; filename="xiaoan-accidents-${scope.orgPath.replace(/\//g, '-')}-${shanghaiDate(from)}-${shanghaiDate(to)}.csv"`,
+        'cache-control': 'no-store',
+      })
+      .send(body);
   });
 
   return [];

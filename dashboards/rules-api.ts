@@ -6,14 +6,16 @@
 // functions (`lib`), and the alerting module's rules()/setRules().
 
 import { createHash } from 'node:crypto';
-import { parseDocument } from 'yaml';
+import { parse as parseYaml, parseDocument } from 'yaml';
+import { z } from 'zod';
 import { inScope, type Clock, type Logger } from '../contract/index.ts';
 import type { Db } from '../ingest/db.ts';
 import type { Scope } from '../ingest/scope.ts';
-import type { ApiRouter } from './server.ts';
+import type { ApiRouter } from './routes.ts';
 import type { ApiDeps, Closer } from './api.ts';
 import { audit, parseTime } from './api.ts';
-import { ApiError, badRequest, readJson, sendJson } from './http.ts';
+import { ApiError, badRequest } from './http.ts';
+import { errorSchema } from './schemas.ts';
 import type { DashboardStore } from './types.ts';
 
 /** The parts of a compiled rule the pages use (rules/types.ts CompiledRule satisfies it). */
@@ -127,16 +129,56 @@ export async function createRulesService(opts: {
     if (rule.version !== base.version) replaceRule(rule);
   }
 
-  function overrideInScope(scope: Scope, o: RuleLike['overrides'][number]): boolean {
+  function overrideInScope(scope: Scope, o: { orgPath: string | null; device: string | null }): boolean {
     if (o.device) return !scope.orgPath.includes('/'); // device overrides: province-wide authors only
     if (o.orgPath) return inScope(scope.orgPath, o.orgPath);
     return !scope.orgPath.includes('/');
+  }
+  /** What a reader sees of an override: inside their subtree, or above it (it applies to them). */
+  function overrideVisible(scope: Scope, o: { orgPath: string | null; device: string | null }): boolean {
+    return overrideInScope(scope, o) || (o.orgPath !== null && !o.device && inScope(o.orgPath, scope.orgPath));
+  }
+  /** An override as written in YAML ({ scope | device, params }), visible to the reader? */
+  function writtenVisible(scope: Scope, o: { scope?: unknown; device?: unknown }): boolean {
+    if (o.device) return overrideVisible(scope, { orgPath: null, device: String(o.device) });
+    try {
+      return overrideVisible(scope, { orgPath: lib.normaliseScope(String(o.scope)).orgPath, device: null });
+    } catch {
+      return !scope.orgPath.includes('/');
+    }
+  }
+  /** A rule's YAML with the overrides outside the reader's reach taken out. */
+  function scopedSource(scope: Scope, source: string): string {
+    const doc = parseDocument(source);
+    const seq = doc.get('overrides') as { items?: { toJSON(): unknown }[] } | undefined;
+    if (!seq?.items) return source;
+    const kept = seq.items.filter((item) => writtenVisible(scope, (item.toJSON() ?? {}) as { scope?: unknown; device?: unknown }));
+    if (kept.length === seq.items.length) return source;
+    seq.items = kept;
+    return doc.toString({ lineWidth: 0 });
+  }
+  /** A diff without the lines about overrides outside the reader's reach. */
+  function scopedDiff(scope: Scope, diff: string): string {
+    return diff
+      .split('\n')
+      .filter((line) => {
+        const text = line.slice(2).trim().replace(/^-\s*/, '');
+        if (!/\b(scope|device)\s*:/.test(text)) return true;
+        let o: unknown;
+        try {
+          o = parseYaml(text);
+        } catch {
+          return !scope.orgPath.includes('/');
+        }
+        return !o || typeof o !== 'object' || writtenVisible(scope, o as { scope?: unknown; device?: unknown });
+      })
+      .join('\n');
   }
 
   return {
     async list(scope) {
       // Every author sees every rule (rules apply everywhere); overrides shown are those in scope.
-      return current().map((r) => ({ ...r, overrides: r.overrides.filter((o) => overrideInScope(scope, o) || (o.orgPath !== null && inScope(o.orgPath, scope.orgPath))) }));
+      return current().map((r) => ({ ...r, overrides: r.overrides.filter((o) => overrideVisible(scope, o)), source: scopedSource(scope, r.source) }));
     },
 
     async backtest(scope, ruleId, q) {
@@ -257,14 +299,19 @@ export async function createRulesService(opts: {
       return { version, rule: updated };
     },
 
-    async versions(_scope, ruleId) {
+    async versions(scope, ruleId) {
       find(ruleId);
       const r = await db.query<{ version: number; author: string; comment: string; diff: string; created_ms: number }>(
         `select version, author, comment, diff, (extract(epoch from created_at) * 1000)::float8 as created_ms
            from rule_versions where rule_id = $1 order by version desc limit 50`,
         [ruleId],
       );
-      return r.rows.map((x) => ({ version: Number(x.version), author: x.author, comment: x.comment, diff: x.diff, createdAt: Math.round(Number(x.created_ms)) }));
+      // A version whose every change lies outside the reader's reach is not theirs to see (nor
+      // its author and note); the others show only the lines within reach.
+      return r.rows
+        .map((x) => ({ version: Number(x.version), author: x.author, comment: x.comment, diff: scopedDiff(scope, x.diff), whole: x.diff, createdAt: Math.round(Number(x.created_ms)) }))
+        .filter((x) => x.diff.trim() !== '' || x.whole.trim() === '')
+        .map(({ whole: _whole, ...x }) => x);
     },
   };
 }
@@ -284,41 +331,50 @@ function num(body: Record<string, unknown>, key: string): number {
   return n;
 }
 
+const ruleParams = z.object({ id: z.string().min(1).max(100) });
+const numeric = z.union([z.number(), z.string().max(40)]);
+const backtestBody = z.object({ param: z.string().max(64).optional(), from: numeric.optional(), to: numeric.optional(), step: numeric.optional(), since: numeric.optional(), until: numeric.optional() });
+const saveBody = z.object({
+  note: z.string().max(2000).optional(),
+  params: z.record(z.string(), z.unknown()).optional(),
+  overrides: z.array(z.looseObject({ scope: z.string().max(200), params: z.record(z.string(), z.unknown()).optional() })).max(500).optional(),
+});
+
 export async function registerRulesApi(api: ApiRouter, deps: ApiDeps): Promise<Closer[]> {
   const notConnected = () => new ApiError(503, 'rules_not_connected', { zh: '规则服务未接入', en: 'the rules service is not connected' });
 
-  api.route('GET', '/api/rules', 'rules.read', async (ctx) => {
+  api.route('GET', '/api/rules', { permission: 'rules.read', scope: 'org-subtree', summary: 'Rules with their parameters; overrides and source only as far as your subtree reaches' }, async (ctx) => {
     const svc = deps.extras.rules;
     if (!svc) throw notConnected();
     const rules = await svc.list(ctx.principal.scope);
-    sendJson(ctx.res, 200, {
+    ctx.send(200, {
       rules: rules.map((r) => ({ id: r.id, name: r.name, description: r.description, category: r.category, severity: r.severity, enabled: r.enabled, when: r.when, params: r.params, overrides: r.overrides, version: r.version, source: r.source })),
     });
   });
 
-  api.route('GET', '/api/rules/:id/versions', 'rules.read', async (ctx, { id }) => {
+  api.route('GET', '/api/rules/:id/versions', { permission: 'rules.read', scope: 'org-subtree', summary: "A rule's saved versions (diffs within your subtree's reach)", params: ruleParams, response: { 404: errorSchema } }, async (ctx, { id }) => {
     const svc = deps.extras.rules;
     if (!svc) throw notConnected();
-    sendJson(ctx.res, 200, { versions: await svc.versions(ctx.principal.scope, id!).catch(ruleError) });
+    ctx.send(200, { versions: await svc.versions(ctx.principal.scope, id!).catch(ruleError) });
   });
 
-  api.route('POST', '/api/rules/:id/backtest', 'rules.write', async (ctx, { id }) => {
+  api.route('POST', '/api/rules/:id/backtest', { permission: 'rules.write', scope: 'org-subtree', summary: 'Backtest a range of one parameter over the stored history of your subtree', params: ruleParams, body: backtestBody }, async (ctx, { id }) => {
     const svc = deps.extras.rules;
     if (!svc) throw notConnected();
-    const body = await readJson(ctx.req);
+    const body = ctx.body;
     if (typeof body.param !== 'string') throw badRequest('bad_param', '请选择参数 param', 'param is required');
     const until = parseTime(typeof body.until === 'string' || typeof body.until === 'number' ? String(body.until) : null, 'until', api.clock.now());
     const since = parseTime(typeof body.since === 'string' || typeof body.since === 'number' ? String(body.since) : null, 'since', until - 7 * 86400_000);
     const result = await svc
       .backtest(ctx.principal.scope, id!, { param: body.param, from: num(body, 'from'), to: num(body, 'to'), step: num(body, 'step'), since, until })
       .catch(ruleError);
-    sendJson(ctx.res, 200, result);
+    ctx.send(200, result);
   });
 
-  api.route('POST', '/api/rules/:id', 'rules.write', async (ctx, { id }) => {
+  api.route('POST', '/api/rules/:id', { permission: 'rules.write', scope: 'org-subtree', summary: 'Save a change (parameters province-wide, overrides inside your subtree) with a note', params: ruleParams, body: saveBody }, async (ctx, { id }) => {
     const svc = deps.extras.rules;
     if (!svc) throw notConnected();
-    const body = await readJson(ctx.req);
+    const body = ctx.body;
     const note = typeof body.note === 'string' ? body.note.trim() : '';
     if (note.length < 2 || note.length > 500) throw badRequest('note_required', '请填写修改说明（2–500 字）', 'a change note (2–500 characters) is required');
     const params = body.params as Record<string, number> | undefined;
@@ -327,7 +383,7 @@ export async function registerRulesApi(api: ApiRouter, deps: ApiDeps): Promise<C
     if (overrides !== undefined && !Array.isArray(overrides)) throw badRequest('bad_overrides', 'overrides 须为数组', 'overrides must be an array');
     const r = await svc.save(ctx.principal.scope, id!, { params, overrides }, ctx.principal.user.username, note).catch(ruleError);
     await audit(api, ctx, 'rule.save', id!, ctx.principal.user.orgPath, { version: r.version });
-    sendJson(ctx.res, 200, { version: r.version, rule: { id: r.rule.id, params: r.rule.params, overrides: r.rule.overrides, version: r.rule.version } });
+    ctx.send(200, { version: r.version, rule: { id: r.rule.id, params: r.rule.params, overrides: r.rule.overrides, version: r.rule.version } });
   });
 
   return [];

@@ -56,6 +56,8 @@ export interface DashboardServerOptions {
   secureCookies?: boolean;
   sessionTtlMs?: number;
   heartbeatMs?: number;
-  loginLimit?: { maxFailures?: number; windowMs?: number };
+  loginLimit?: import('./auth.ts').LoginLimitOptions;
+  /** open live streams allowed per session and per user */
+  liveLimits?: Partial<import('./routes.ts').LiveLimits>;
   webRoot?: string;
 }
