@@ -91,6 +91,8 @@ describe('camera live view', () => {
     const live = await desk.get('/api/cameras/live');
     expect(live.body.streams).toEqual([{ camera: 'gw-3737000001/cam-1', viewers: 2, pid: expect.any(Number) }]);
     expect(live.body.started).toBe(1); // one ffmpeg for two viewers
+    // another school's viewer does not see that this camera is being watched
+    expect((await deskb.get('/api/cameras/live')).body).toEqual({ streams: [], started: 0 });
     const pid = live.body.streams[0].pid as number;
 
     a.ws!.close();

@@ -215,7 +215,7 @@ export async function registerCameraApi(api: ApiRouter, deps: ApiDeps): Promise<
       const devices = (await store.queries.listDevices(ctx.principal.scope, { gatewayId: g })) as DeviceLike[];
       for (const d of devices) if (isCamera(d)) visible.add(`${d.gatewayId}/${d.deviceId}`);
     }
-    ctx.send(200, { streams: active.filter((a) => visible.has(a.camera)).map(({ camera, viewers }) => ({ camera, viewers })), started: hub.started((c) => visible.has(c)) });
+    ctx.send(200, { streams: active.filter((a) => visible.has(a.camera)), started: hub.started((c) => visible.has(c)) });
   });
 
   api.socket<{ cam: DeviceLike; url: string }>('/api/cameras/:gatewayId/:deviceId/live', {

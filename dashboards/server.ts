@@ -118,15 +118,16 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
   app.decorateRequest('token', '');
   app.decorateRequest('checked', null);
 
-  const table: RouteInfo[] = [];
+  // Fastify's own route table; read lazily, since hooks of plugin contexts fill in config after this one ran.
+  const table: { method: string; r: { url: string; config?: unknown; wsHandler?: unknown; websocket?: boolean } }[] = [];
   app.addHook('onRoute', (r) => {
-    const methods = Array.isArray(r.method) ? r.method : [r.method];
-    const cfg = r.config as Partial<RouteConfig> | undefined;
-    for (const m of methods) {
-      if (m === 'HEAD') continue;
-      table.push({ method: m, pattern: r.url, permission: cfg?.permission as Permission | null, scope: cfg?.scope as RouteScope, websocket: !!(r as { wsHandler?: unknown; websocket?: boolean }).wsHandler || !!(r as { websocket?: boolean }).websocket });
-    }
+    for (const m of Array.isArray(r.method) ? r.method : [r.method]) if (m !== 'HEAD') table.push({ method: m, r });
   });
+  const routeTable = (): RouteInfo[] =>
+    table.map(({ method, r }) => {
+      const cfg = (r.config ?? {}) as Partial<RouteConfig>;
+      return { method, pattern: r.url, permission: cfg.permission as Permission | null, scope: cfg.scope as RouteScope, websocket: !!r.wsHandler || !!r.websocket };
+    });
 
   // One JSON parser: an empty body is {}, anything else must be a JSON object.
   app.removeContentTypeParser('application/json');
@@ -327,7 +328,7 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
   await app.ready();
   return {
     app,
-    routes: () => table.map((r) => ({ ...r })),
+    routes: routeTable,
     async close() {
       for (const c of closers) await c().catch(() => {});
       await live.close();

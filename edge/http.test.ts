@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -31,10 +31,12 @@ async function gateway(devices: Record<string, ScriptedDevice>, token?: string) 
   gateways.push(gw);
   await gw.start();
   const base = gw.http!.url;
+  // the API always wants a token: the configured one, else the one the gateway generated
+  const bearer = token ?? gw.http!.token;
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const r = await fetch(base + path, {
       method,
-      headers: { 'content-type': typeof body === 'string' ? 'text/csv' : 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+      headers: { 'content-type': typeof body === 'string' ? 'text/csv' : 'application/json', authorization: `Bearer ${bearer}`, ...headers },
       ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
     });
     const text = await r.text();
@@ -118,5 +120,30 @@ describe('gateway REST API', () => {
     expect(m.json).toMatch(/^xiaoan_edge_uplink_up\{gateway="gw-http"\} 0$/m);
     expect((await call('GET', '/api/devices', undefined, { authorization: 'Bearer wrong' })).status).toBe(401);
     expect((await call('GET', '/api/devices')).status).toBe(200);
+  });
+
+  it('wants a token even when none is configured: generated once, kept in the data folder', async () => {
+    const { gw } = await gateway({});
+    const token = gw.http!.token;
+    expect(token.length).toBeGreaterThanOrEqual(16);
+    expect(readFileSync(join(gw.config.dataDir, 'http-token'), 'utf8').trim()).toBe(token);
+    expect((statSync(join(gw.config.dataDir, 'http-token')).mode & 0o077)).toBe(0);
+    expect((await fetch(gw.http!.url + '/api/devices')).status).toBe(401);
+    expect((await fetch(gw.http!.url + '/api/status', { headers: { authorization: 'Bearer ' + token.slice(0, -1) + 'x' } })).status).toBe(401);
+    expect((await fetch(gw.http!.url + '/api/devices', { headers: { authorization: 'Bearer ' + token } })).status).toBe(200);
+  });
+
+  it('never answers with a password or a URL carrying credentials', async () => {
+    const { call } = await gateway({ 'smoke-4': poll(0.02) });
+    expect((await call('POST', '/api/devices?test=false', { id: 'smoke-4', profile: 'smoke-test', url: 'modbus-tcp://admin:url-secret-1@10.0.3.24:502?unit=1' })).status).toBe(201);
+    expect((await call('POST', '/api/devices?test=false', { id: 'gate-4', profile: 'gate-test', url: 'mqtt://gate-4', password: 'device-secret-1' })).status).toBe(201);
+    const answers = await Promise.all(['/api/devices', '/api/devices/smoke-4', '/api/devices/gate-4', '/api/status', '/api/commands'].map((p) => call('GET', p)));
+    for (const a of answers) {
+      expect(a.status).toBe(200);
+      const text = JSON.stringify(a.json);
+      expect(text).not.toContain('url-secret-1');
+      expect(text).not.toContain('device-secret-1');
+    }
+    expect(answers[1]!.json.url).toBe('modbus-tcp://admin:***@10.0.3.24:502?unit=1');
   });
 });
