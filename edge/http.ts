@@ -64,6 +64,16 @@ function maskUrl(text: string): string {
   }
 }
 
+/** The token a local client (xiaoan device …) sends: the configured one, else the generated one, if any. */
+export function readEdgeToken(configured: string | undefined, dataDir: string): string | undefined {
+  if (configured) return configured;
+  try {
+    return readFileSync(join(dataDir, 'http-token'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The configured token, or the one this gateway generated earlier, or a new one (saved 0600). */
 export function edgeToken(configured: string | undefined, dataDir: string): string {
   if (configured) return configured;

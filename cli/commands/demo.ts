@@ -40,6 +40,8 @@ export const demo: Command = {
       ...DEMO_USERS.map((u) => `  ${u.username.padEnd(9)} ${u.role.padEnd(7)} ${u.orgPath.padEnd(28)} ${u.displayName}`),
       `  密码 password: ${pw}`,
       '',
+      `网关本地接口 Gateway REST: ${demoRun.gateway.http?.url}/api/devices  令牌 token (Authorization: Bearer): ${demoRun.gateway.http?.token}`,
+      '',
       '按 Ctrl+C 停止 Press Ctrl+C to stop.',
     ].join('\n'));
     return untilSignal(() => demoRun.stop());

@@ -100,10 +100,13 @@ async function liveApi(config: EdgeConfig): Promise<null | ((method: string, pat
   } catch {
     return null;
   }
+  // the gateway's API always wants a token: configured, or generated into the data folder
+  const { readEdgeToken } = await import('../../edge/http.ts');
+  const token = readEdgeToken(config.http.token, config.dataDir);
   return async (method, path, body, type = 'application/json') => {
     const r = await fetch(base + path, {
       method,
-      headers: { 'content-type': type, ...(config.http.token ? { authorization: `Bearer ${config.http.token}` } : {}) },
+      headers: { 'content-type': type, ...(token ? { authorization: `Bearer ${token}` } : {}) },
       ...(body !== undefined ? { body } : {}),
       signal: AbortSignal.timeout(60_000),
     });

@@ -28,7 +28,7 @@ export const edgeDescriptions: Record<string, string> = {
   'deviceBroker.host': 'local broker bind address; 0.0.0.0 to reach it from the school LAN',
   'http.port': 'gateway REST API, /metrics and /healthz',
   'http.host': 'REST bind address',
-  'http.token': 'when set, the REST API wants `Authorization: Bearer TOKEN` (metrics and healthz stay open)',
+  'http.token': 'the bearer token the REST API wants (metrics and healthz stay open); when unset, one is generated at first start into DATA_DIR/http-token',
   devices: 'devices seeded into the registry at start (JSON list in the environment)',
   'scheduler.jitter': '± fraction of the interval each poll is moved by, so devices do not poll in lockstep',
   'scheduler.offlineAfterFailures': 'failed polls in a row before a device is offline (1 failure = degraded)',
