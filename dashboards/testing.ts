@@ -136,6 +136,8 @@ export async function startStack(opts: {
   commands?: import('./types.ts').CommandSenderLike;
   /** connect the rules service (rules page, backtest) */
   rules?: boolean;
+  /** more server options (limits) */
+  server?: Pick<import('./types.ts').DashboardServerOptions, 'loginLimit' | 'liveLimits'>;
 } = {}) {
   const { createTestDatabase } = await import('../test/support/databases.ts');
   const { openStore } = await import('../ingest/index.ts');
@@ -174,7 +176,7 @@ export async function startStack(opts: {
     const { createRulesService } = await import('./rules-api.ts');
     extras.rules = await createRulesService({ db: t.db, store, alerting, lib, initial: rules, clock: { now: () => Date.now() } as never, log: silentLogger });
   }
-  const server = await createDashboardServer({ store, alerting, db: t.db, log: silentLogger, port: 0, extras, commands: opts.commands });
+  const server = await createDashboardServer({ store, alerting, db: t.db, log: silentLogger, port: 0, extras, commands: opts.commands, ...opts.server });
   let seq = 1;
   return {
     t,
