@@ -76,4 +76,34 @@ describe('rules API', () => {
     expect((await tech.get('/api/rules')).status).toBe(200);
     expect((await tech.post('/api/rules/smoke-sustained/backtest', { param: 'threshold', from: 0.1, to: 0.2, step: 0.05 })).status).toBe(403);
   }, 120_000);
+
+  it('shows rule sources and versions only as far as the reader\'s subtree reaches', async () => {
+    // after the tests above: v1 (province author: threshold + override 37/3701), v2 (Qingdao author: override 37/3702)
+    const { seedUser } = await import('./auth.ts');
+    await seedUser(stack.t.db, { username: 'jinanauthor', password: 'test-password-1', role: 'author', orgPath: '37/3701' });
+    const qd = new Client(stack.server.url);
+    await qd.login('cityauthor');
+    const jn = new Client(stack.server.url);
+    await jn.login('jinanauthor');
+    const rule = async (c: Client) => (await c.get('/api/rules')).body.rules.find((r: { id: string }) => r.id === 'smoke-sustained');
+    const qdRule = await rule(qd);
+    expect(qdRule.source).toMatch(/37\/3702/);
+    expect(qdRule.source).not.toMatch(/37\/3701\b/);
+    expect(qdRule.overrides.map((o: { orgPath: string }) => o.orgPath)).toEqual(['37/3702']);
+    expect((await rule(jn)).source).not.toMatch(/37\/3702/);
+    const versions = async (c: Client) => (await c.get('/api/rules/smoke-sustained/versions')).body.versions as { version: number; author: string; comment: string; diff: string }[];
+    const qdV = await versions(qd);
+    expect(qdV.map((v) => v.version)).toEqual([2, 1]); // v1 changed the threshold, which applies to Qingdao too
+    expect(qdV.find((v) => v.version === 1)!.diff).not.toMatch(/37\/3701\b/);
+    expect(qdV.find((v) => v.version === 1)!.diff).toMatch(/threshold: 0.2/);
+    const jnV = await versions(jn);
+    // Qingdao's own change is not Jinan's to see: neither its diff, nor its author and note
+    expect(jnV.map((v) => v.version)).toEqual([1]);
+    expect(JSON.stringify(jnV)).not.toMatch(/青岛试点|cityauthor|3702/);
+    // the province sees everything
+    const author = new Client(stack.server.url);
+    await author.login('author');
+    expect((await versions(author)).map((v) => v.version)).toEqual([2, 1]);
+    expect((await rule(author)).source).toMatch(/37\/3701[\s\S]*37\/3702|37\/3702[\s\S]*37\/3701/);
+  }, 120_000);
 });
