@@ -110,7 +110,7 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     sessionValid: async (token) => (await sessions.lookup(token)) !== null,
   });
 
-  const app = Fastify({ logger: false, forceCloseConnections: true, bodyLimit: 64 * 1024, exposeHeadRoutes: true, return503OnClosing: false });
+  const app = Fastify({ logger: false, forceCloseConnections: true, ...(opts.trustProxy ? { trustProxy: opts.trustProxy } : {}), bodyLimit: 64 * 1024, exposeHeadRoutes: true, return503OnClosing: false });
   app.setValidatorCompiler(validatorCompiler);
   // Response schemas document the answers (OpenAPI); answers are written as JSON as they are.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));

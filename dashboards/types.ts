@@ -52,6 +52,11 @@ export interface DashboardServerOptions {
   db?: Db;
   clock?: Clock;
   extras?: DashboardExtras;
+  /**
+   * addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs),
+   * so login throttling and rate limits see the browser's address, not the proxy's
+   */
+  trustProxy?: string;
   /** set when served over HTTPS (adds Secure to the cookie) */
   secureCookies?: boolean;
   sessionTtlMs?: number;

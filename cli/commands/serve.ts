@@ -71,7 +71,7 @@ export const serve: Command = {
     };
     let server;
     try {
-      server = await createDashboardServer({ store, alerting, port, host, log, extras, secureCookies: io.env.XIAOAN_SECURE_COOKIES === '1' });
+      server = await createDashboardServer({ store, alerting, port, host, log, extras, secureCookies: io.env.XIAOAN_SECURE_COOKIES === '1', trustProxy: io.env.XIAOAN_TRUST_PROXY || undefined });
     } catch (e) {
       await alerting.stop();
       await store.close();
