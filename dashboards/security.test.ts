@@ -49,6 +49,19 @@ describe('HTTP limits', () => {
     expect((await login('desk', TEST_PASSWORD, '10.9.0.2')).statusCode).toBe(200);
   });
 
+  it('limits body sizes per route: 8 KiB for a login, 1 MiB for a CSV import', async () => {
+    const big = await login('desk', 'x'.repeat(9 * 1024), '10.9.0.9');
+    expect(big.statusCode).toBe(413);
+    expect(big.json().error).toMatchObject({ code: 'body_too_large', message: { zh: expect.any(String), en: expect.any(String) } });
+    const tech = new Client(stack.server.url);
+    await tech.login('tech');
+    const csv = 'id,profile,url\n' + 'x-1,temp-humidity-generic,modbus-tcp://127.0.0.1:1502\n'.repeat(5000); // ~270 KB: over the default, under the import's
+    const desk = new Client(stack.server.url);
+    await desk.login('deskb');
+    expect((await desk.post('/api/alerts/1/ack', { comment: csv })).status).toBe(413);
+    expect((await tech.post('/api/gateways/gw-3737000001/import', { csv })).status).not.toBe(413);
+  });
+
   it('slows one address guessing many users', async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 24; i++) statuses.push((await login(`nobody-${i}`, 'wrong-password', '10.9.0.3')).statusCode);
