@@ -1,5 +1,6 @@
 // dashboards/ — HTTP API, live push, web app, camera live view, Grafana dashboards.
-export { createDashboardServer, SESSION_COOKIE, CSRF_HEADER, type DashboardServer } from './server.ts';
+export { createDashboardServer, buildDashboardApp, SESSION_COOKIE, CSRF_HEADER, type DashboardServer, type RouteInfo } from './server.ts';
+export { ROUTE_SCOPES, type RouteSpec, type RouteScope, type LiveLimits } from './routes.ts';
 export { seedUser, hashPassword, verifyPassword, ROLES, UserInputError, type Role, type User, type SeedUserInput } from './auth.ts';
 export { PERMISSIONS, can, type Permission } from './access.ts';
 export { ALERT_CHANNEL, type AlertChange } from './live.ts';
