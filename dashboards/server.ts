@@ -15,14 +15,14 @@ import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import { systemClock } from '../contract/index.ts';
+import { systemClock, type Logger } from '../contract/index.ts';
 import type { Db } from '../ingest/db.ts';
-import { createLoginLimiter, createSessionStore } from './auth.ts';
+import { createLoginLimiter, createSessionStore, type SessionStore } from './auth.ts';
 import { can, principalOf, type Permission, type Principal } from './access.ts';
 import { ApiError, badRequest, frameworkError, sendError } from './http.ts';
 import { createLiveHub } from './live.ts';
 import { registerApi, withDevices, type ApiDeps } from './api.ts';
-import { DEFAULT_LIVE_LIMITS, type ApiRouter, type RequestContext, type RouteConfig, type RouteScope } from './routes.ts';
+import { DEFAULT_LIVE_LIMITS, type ApiRouter, type LiveLimits, type RequestContext, type RouteConfig, type RouteScope } from './routes.ts';
 import type { DashboardServerOptions } from './types.ts';
 
 export type { ApiRouter, RequestContext } from './routes.ts';
@@ -118,17 +118,45 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
   app.decorateRequest('token', '');
   app.decorateRequest('checked', null);
 
+  const routeTable = collectRoutes(app);
+  installParsingAndErrors(app, log);
+  await registerPlugins(app, !!opts.secureCookies);
+  installAccessHook(app, sessions);
+  const api = createApiRouter(app, { sessions, live, clock, log, db, limiter, secure: !!opts.secureCookies, liveLimits: opts.liveLimits });
+  const deps: ApiDeps = { store: opts.store, alerting: opts.alerting, commands: opts.commands, extras: opts.extras ?? {} };
+  const closers = await registerApi(api, deps);
+
+  await registerDocs(app, api);
+  await registerWebApp(app, opts.webRoot ?? WEB_ROOT);
+
+  await app.ready();
+  return {
+    app,
+    routes: routeTable,
+    async close() {
+      for (const c of closers) await c().catch(() => {});
+      await live.close();
+      await app.close();
+    },
+  };
+}
+
+/** Fastify's own route table, as RouteInfo rows (HEAD twins left out). */
+function collectRoutes(app: FastifyInstance) {
   // Fastify's own route table; read lazily, since hooks of plugin contexts fill in config after this one ran.
   const table: { method: string; r: { url: string; config?: unknown; wsHandler?: unknown; websocket?: boolean } }[] = [];
   app.addHook('onRoute', (r) => {
     for (const m of Array.isArray(r.method) ? r.method : [r.method]) if (m !== 'HEAD') table.push({ method: m, r });
   });
-  const routeTable = (): RouteInfo[] =>
+  return (): RouteInfo[] =>
     table.map(({ method, r }) => {
       const cfg = (r.config ?? {}) as Partial<RouteConfig>;
       return { method, pattern: r.url, permission: cfg.permission as Permission | null, scope: cfg.scope as RouteScope, websocket: !!r.wsHandler || !!r.websocket };
     });
 
+}
+
+function installParsingAndErrors(app: FastifyInstance, log: Logger) {
   // One JSON parser: an empty body is {}, anything else must be a JSON object.
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, text, done) => {
@@ -151,12 +179,15 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     sendError(reply, new ApiError(500, 'internal', { zh: '服务器内部错误，请稍后重试', en: 'internal server error; please try again' }));
   });
 
+}
+
+async function registerPlugins(app: FastifyInstance, secure: boolean) {
   await app.register(fastifyCookie);
   await app.register(fastifyHelmet, {
     contentSecurityPolicy: { useDefaults: false, directives: CSP_DIRECTIVES },
     frameguard: { action: 'deny' },
     referrerPolicy: { policy: 'same-origin' },
-    hsts: opts.secureCookies ? undefined : false,
+    hsts: secure ? undefined : false,
     crossOriginEmbedderPolicy: false,
   });
   await app.register(fastifyRateLimit, {
@@ -178,6 +209,9 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     transform: jsonSchemaTransform,
   });
 
+}
+
+function installAccessHook(app: FastifyInstance, sessions: SessionStore) {
   async function authenticate(request: FastifyRequest): Promise<{ principal: Principal; token: string } | null> {
     const auth = request.headers.authorization;
     let token: string | undefined;
@@ -218,29 +252,32 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     request.token = who.token;
   });
 
-  const ctxOf = (request: FastifyRequest, reply: FastifyReply): RequestContext => ({
-    req: request.raw,
-    request,
-    reply,
-    url: new URL(request.url, 'http://localhost'),
-    remote: request.ip ?? request.socket.remoteAddress ?? '',
-    principal: request.principal as Principal,
-    token: request.token,
-    body: (request.body && typeof request.body === 'object' ? request.body : {}) as Record<string, unknown>,
-    send(status, body, headers = {}) {
-      reply.code(status).headers({ 'cache-control': 'no-store', ...headers }).send(body);
-    },
-  });
+}
 
-  const secure = !!opts.secureCookies;
-  const api: ApiRouter = {
-    sessions,
-    live,
+const ctxOf = (request: FastifyRequest, reply: FastifyReply): RequestContext => ({
+  req: request.raw,
+  request,
+  reply,
+  url: new URL(request.url, 'http://localhost'),
+  remote: request.ip ?? request.socket.remoteAddress ?? '',
+  principal: request.principal as Principal,
+  token: request.token,
+  body: (request.body && typeof request.body === 'object' ? request.body : {}) as Record<string, unknown>,
+  send(status, body, headers = {}) {
+    reply.code(status).headers({ 'cache-control': 'no-store', ...headers }).send(body);
+  },
+});
+
+
+function createApiRouter(
+  app: FastifyInstance,
+  deps: Pick<ApiRouter, 'sessions' | 'live' | 'clock' | 'log' | 'db' | 'limiter'> & { secure: boolean; liveLimits?: Partial<LiveLimits> },
+): ApiRouter {
+  const { clock, secure, liveLimits, ...rest } = deps;
+  return {
+    ...rest,
     clock,
-    log,
-    db,
-    limiter,
-    limits: { ...DEFAULT_LIVE_LIMITS, ...opts.liveLimits },
+    limits: { ...DEFAULT_LIVE_LIMITS, ...liveLimits },
     route(method, url, spec, handler) {
       app.route({
         method,
@@ -284,9 +321,9 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     },
   };
 
-  const deps: ApiDeps = { store: opts.store, alerting: opts.alerting, commands: opts.commands, extras: opts.extras ?? {} };
-  const closers = await registerApi(api, deps);
+}
 
+async function registerDocs(app: FastifyInstance, api: ApiRouter) {
   // The OpenAPI document and its browsable page, for logged-in users only.
   api.route('GET', '/api/openapi.json', { permission: 'session', scope: 'catalogue', summary: 'This OpenAPI document' }, async (ctx) => {
     ctx.send(200, app.swagger());
@@ -298,9 +335,11 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     await docs.register(fastifySwaggerUi, { routePrefix: '/api/docs', staticCSP: true });
   });
 
+}
+
+async function registerWebApp(app: FastifyInstance, root: string) {
   // The web app: public static files (html revalidated, the rest cached 5 min); pages of the
   // client-side router (/devices, /rules…) all load the app shell.
-  const root = opts.webRoot ?? WEB_ROOT;
   await app.register(async (web) => {
     web.addHook('onRoute', (r) => {
       r.config = { ...(r.config as object), permission: null, scope: 'public' } as never;
@@ -325,16 +364,6 @@ export async function buildDashboardApp(opts: DashboardServerOptions) {
     sendError(reply, new ApiError(404, 'not_found', { zh: '页面不存在', en: 'page not found' }));
   });
 
-  await app.ready();
-  return {
-    app,
-    routes: routeTable,
-    async close() {
-      for (const c of closers) await c().catch(() => {});
-      await live.close();
-      await app.close();
-    },
-  };
 }
 
 export async function createDashboardServer(opts: DashboardServerOptions): Promise<DashboardServer> {
