@@ -8,10 +8,11 @@
 // PostgreSQL: the rows of many messages are streamed with COPY (pg-copy-streams), in chunks that
 // honour the stream's backpressure, into a temporary staging table; one statement then inserts
 // their keys into record_seqs (`on conflict do nothing returning` says which are new) and moves
-// the new rows into readings, with the latest values, the devices' last-seen times and the marks
-// of the (gateway, minute) buckets touched. One transaction: a crash before commit leaves nothing,
-// so the unacknowledged messages are redelivered.
-// PGlite: the same statement reads the rows from unnest() over array parameters (a multi-row insert).
+// the new rows into readings; the latest values, the devices' last-seen times and the marks of the
+// (gateway, minute) buckets touched, aggregated here over the new rows, follow in one statement.
+// One transaction: a crash before commit leaves nothing, so the unacknowledged messages are
+// redelivered.
+// PGlite: the same statements read the rows from unnest() over array parameters (a multi-row insert).
 // Rollups (native PostgreSQL / PGlite) are recomputed from the raw rows of the marked buckets by
 // refreshRollups(), off the ingest path; on TimescaleDB continuous aggregates do it.
 
@@ -157,12 +158,14 @@ export class PartitionKeeper {
 }
 
 // The statement that moves staged rows into readings. `src` yields
-// (gateway_id, seq, device_id, metric, ts_ms, value, quality). A row is new iff its seq is at or
-// above its gateway's floor (raised by FLOORS_SQL just before, in the same transaction) and its key
-// goes into record_seqs now (docs/delivery.md, "Exactly once": the key is (gateway, seq), never ts).
+// (gateway_id, seq, device_id, metric, ts_ms, value, quality, ord), `ord` the row's place in the
+// write. A row is new iff its seq is at or above its gateway's floor (raised by FLOORS_SQL just
+// before, in the same transaction) and its key goes into record_seqs now (docs/delivery.md,
+// "Exactly once": the key is (gateway, seq), never ts). Of two rows with one key in a write, the
+// first is stored (aggregateParams() takes the same one).
 const ORIGIN = "timestamptz '2000-01-01 00:00:00+00'";
 
-function moveReadingsSql(src: string, timescale: boolean): string {
+function moveReadingsSql(src: string): string {
   return `
 with src as ${src === 'readings_in' ? 'not materialized' : 'materialized'} (select * from ${src}),
 fresh as (
@@ -176,30 +179,73 @@ ins as (
   insert into readings (gateway_id, seq, device_id, metric, ts, value, quality)
   select distinct on (s.gateway_id, s.seq) s.gateway_id, s.seq, s.device_id, s.metric, to_timestamp(s.ts_ms / 1000.0), s.value, s.quality
     from src s join fresh k on k.gateway_id = s.gateway_id and k.seq = s.seq
-   order by s.gateway_id, s.seq
-  returning gateway_id, seq, device_id, metric, ts, value, quality
-),
-latest as (
+   order by s.gateway_id, s.seq, s.ord
+)
+select gateway_id, seq from fresh`;
+}
+
+/**
+ * The latest values, the devices' last-seen times and (native rollups) the touched
+ * (gateway, minute) buckets of the new rows, aggregated in memory by aggregateParams().
+ */
+function aggregatesSql(timescale: boolean): string {
+  return `
+with latest as (
   insert into latest_readings as l (gateway_id, device_id, metric, ts, value, quality)
-  select distinct on (gateway_id, device_id, metric) gateway_id, device_id, metric, ts, value, quality
-    from ins order by gateway_id, device_id, metric, ts desc
+  select g, d, m, to_timestamp(t / 1000.0), v, q
+    from unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::text[]) as u(g, d, m, t, v, q)
+   order by g, d, m
   on conflict (gateway_id, device_id, metric) do update
     set ts = excluded.ts, value = excluded.value, quality = excluded.quality
     where l.ts <= excluded.ts
 ),
 seen as (
-  insert into devices as d (gateway_id, device_id, org_path, last_seen)
-  select i.gateway_id, i.device_id, min(g.org_path), max(i.ts) from ins i join gateways g on g.id = i.gateway_id
-   group by 1, 2 order by 1, 2
-  on conflict (gateway_id, device_id) do update
-    set last_seen = greatest(d.last_seen, excluded.last_seen)
+  insert into devices as dv (gateway_id, device_id, org_path, last_seen)
+  select u.g, u.d, gw.org_path, to_timestamp(u.t / 1000.0)
+    from unnest($7::text[], $8::text[], $9::float8[]) as u(g, d, t) join gateways gw on gw.id = u.g
+   order by 1, 2
+  on conflict (gateway_id, device_id) do update set last_seen = greatest(dv.last_seen, excluded.last_seen)
 )${timescale ? '' : `,
 dirty as (
   insert into rollup_dirty as m (gateway_id, bucket)
-  select distinct gateway_id, date_bin('1 minute', ts, ${ORIGIN}) from ins order by 1, 2
+  select g, to_timestamp(b / 1000.0) from unnest($10::text[], $11::float8[]) as u(g, b) order by 1, 2
   on conflict (gateway_id, bucket) do update set marked_at = now()
 )`}
-select gateway_id, seq from fresh`;
+select 1`;
+}
+
+/** Parameters of aggregatesSql(): the new rows only (`fresh`), the first row of each key. */
+function aggregateParams(batches: ReadingRows[], fresh: NewKeys, timescale: boolean): unknown[] {
+  const latest = new Map<string, { g: string; d: string; m: string; ts: number; v: number; q: string }>();
+  const seen = new Map<string, { g: string; d: string; ts: number }>();
+  const dirty = new Map<string, { g: string; b: number }>();
+  const taken = new Set<string>();
+  for (const bt of batches) {
+    const g = bt.gatewayId;
+    for (const r of bt.readings) {
+      const key = recordKey(g, r.seq);
+      if (!fresh.has(key) || taken.has(key)) continue;
+      taken.add(key);
+      const series = `${g}\u0000${r.device}\u0000${r.metric}`;
+      const l = latest.get(series);
+      if (!l || r.ts >= l.ts) latest.set(series, { g, d: r.device, m: r.metric, ts: r.ts, v: r.value, q: r.quality });
+      const dk = `${g}\u0000${r.device}`;
+      const sn = seen.get(dk);
+      if (!sn || r.ts > sn.ts) seen.set(dk, { g, d: r.device, ts: r.ts });
+      if (!timescale) {
+        const b = Math.floor(r.ts / 60_000) * 60_000;
+        const bk = `${g}\u0000${b}`;
+        if (!dirty.has(bk)) dirty.set(bk, { g, b });
+      }
+    }
+  }
+  const lc: unknown[][] = [[], [], [], [], [], []];
+  for (const l of latest.values()) { lc[0]!.push(l.g); lc[1]!.push(l.d); lc[2]!.push(l.m); lc[3]!.push(l.ts); lc[4]!.push(l.v); lc[5]!.push(l.q); }
+  const sc: unknown[][] = [[], [], []];
+  for (const x of seen.values()) { sc[0]!.push(x.g); sc[1]!.push(x.d); sc[2]!.push(x.ts); }
+  const dc: unknown[][] = [[], []];
+  for (const x of dirty.values()) { dc[0]!.push(x.g); dc[1]!.push(x.b); }
+  return [...lc, ...sc, ...(timescale ? [] : dc)];
 }
 
 /**
@@ -218,7 +264,7 @@ function floorParams(batches: Array<{ gatewayId: string; floor?: number }>): unk
 }
 
 const UNNEST_READINGS = `unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[])
-  as s(gateway_id, seq, device_id, metric, ts_ms, value, quality)`;
+  with ordinality as s(gateway_id, seq, device_id, metric, ts_ms, value, quality, ord)`;
 
 export interface PruneResult {
   /** keys forgotten */
@@ -258,15 +304,16 @@ export interface SinkOptions extends StorageOptions {
 export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
   const partitions = new PartitionKeeper(db, opts);
   const copyChunkBytes = opts.copyChunkBytes ?? 256 * 1024;
-  const moveFromStaging = moveReadingsSql('readings_in', opts.timescale);
-  const moveFromUnnest = moveReadingsSql(UNNEST_READINGS, opts.timescale);
+  const moveFromStaging = moveReadingsSql('readings_in');
+  const moveFromUnnest = moveReadingsSql(UNNEST_READINGS);
+  const aggregates = aggregatesSql(opts.timescale);
   const stagedClients = new WeakSet<pg.PoolClient>();
   const clock = opts.now;
   const pruner = new SeqPruner(db, { everyMs: opts.pruneEveryMs ?? 5_000, now: clock, log: opts.log });
   let rollupRefreshes = 0;
 
   async function copyInto(client: pg.PoolClient, batches: ReadingRows[]): Promise<void> {
-    const stream = client.query(copyFrom('copy readings_in (gateway_id, seq, device_id, metric, ts_ms, value, quality) from stdin'));
+    const stream = client.query(copyFrom('copy readings_in (gateway_id, seq, device_id, metric, ts_ms, value, quality, ord) from stdin'));
     const done = new Promise<void>((resolve, reject) => {
       stream.on('finish', resolve);
       stream.on('error', reject);
@@ -284,9 +331,10 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
     };
     // Ids, metric names and qualities are checked by the contract schemas (no tab, newline or
     // backslash can occur), so the text format needs no escaping.
+    let ord = 0;
     for (const b of batches) {
       for (const r of b.readings) {
-        chunk += `${b.gatewayId}\t${r.seq}\t${r.device}\t${r.metric}\t${r.ts}\t${r.value}\t${r.quality}\n`;
+        chunk += `${b.gatewayId}\t${r.seq}\t${r.device}\t${r.metric}\t${r.ts}\t${r.value}\t${r.quality}\t${++ord}\n`;
         if (chunk.length >= copyChunkBytes) await flush(false);
       }
     }
@@ -335,22 +383,24 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
 
   /**
    * PostgreSQL: the rows of many messages are streamed by COPY into a temporary staging table, then
-   * FLOORS_SQL and one statement move the new ones into readings (with their keys, latest values,
-   * last-seen times and rollup marks). One transaction: a crash before commit leaves nothing.
+   * FLOORS_SQL, the move of the new ones (keys and rows) and their aggregates. One transaction: a
+   * crash before commit leaves nothing.
    */
   async function writeByCopy(pool: pg.Pool, batches: ReadingRows[]): Promise<NewKeys> {
     const r = await inTransaction(pool, async (client) => {
       if (!stagedClients.has(client)) {
         await client.query(`create temp table if not exists readings_in (
           gateway_id text, seq bigint, device_id text, metric text, ts_ms double precision,
-          value double precision, quality text) on commit delete rows`);
+          value double precision, quality text, ord integer) on commit delete rows`);
         stagedClients.add(client);
       }
       await copyInto(client, batches);
       await client.query(FLOORS_SQL, floorParams(batches));
-      return client.query<{ gateway_id: string; seq: number }>(moveFromStaging);
+      const fresh = keysOf((await client.query<{ gateway_id: string; seq: number }>(moveFromStaging)).rows);
+      if (fresh.size > 0) await client.query(aggregates, aggregateParams(batches, fresh, opts.timescale));
+      return fresh;
     });
-    return keysOf(r.rows);
+    return r;
   }
 
   /** PGlite: the same statement reads the rows from unnest() over array parameters (a multi-row insert). */
@@ -363,11 +413,12 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
       }
     }
     try {
-      const r = await db.transaction(async (tx) => {
+      return await db.transaction(async (tx) => {
         await tx.query(FLOORS_SQL, floorParams(batches));
-        return tx.query<{ gateway_id: string; seq: number }>(moveFromUnnest, cols);
+        const fresh = keysOf((await tx.query<{ gateway_id: string; seq: number }>(moveFromUnnest, cols)).rows);
+        if (fresh.size > 0) await tx.query(aggregates, aggregateParams(batches, fresh, opts.timescale));
+        return fresh;
       });
-      return keysOf(r.rows);
     } catch (e) {
       throw classifyDbError(e);
     }
