@@ -1,7 +1,7 @@
 // Exactly once on (gateway, seq) (docs/delivery.md): the writer stores a record iff its seq is at
 // or above the gateway's floor and was not stored before, whatever its timestamp, on every engine.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DeviceEvent, Reading } from '../../contract/index.ts';
+import { systemClock, type DeviceEvent, type Reading } from '../../contract/index.ts';
 import { createTestDatabase, ENGINES, type TestDatabase } from '../../test/support/databases.ts';
 import { openStore, type Store } from '../store.ts';
 import { recordKey } from './writer.ts';
@@ -21,6 +21,9 @@ describe.each(ENGINES)('exactly once on (gateway, seq) on %s', (engine) => {
   let t: TestDatabase;
   let store: Store;
   let gw = 0;
+  // the writer prunes after a write at most every 5 s of this clock
+  let clockMs = NOW;
+  const clock = { ...systemClock, now: () => clockMs };
   // each test gets its own gateway, so floors and keys of one test never meet another's
   const newGateway = async () => {
     const id = `gw-dedup-${++gw}`;
@@ -34,7 +37,7 @@ describe.each(ENGINES)('exactly once on (gateway, seq) on %s', (engine) => {
 
   beforeAll(async () => {
     t = await createTestDatabase(engine);
-    store = await openStore(t.db);
+    store = await openStore(t.db, { clock });
     await store.seedOrgTree({ demo: true });
   });
   afterAll(async () => {
@@ -115,10 +118,24 @@ describe.each(ENGINES)('exactly once on (gateway, seq) on %s', (engine) => {
     expect(await count('readings', g)).toBe(7);
   });
 
+  it('prunes after a write when 5 s have passed since the last prune', async () => {
+    const g = await newGateway();
+    await store.sink.writeReadings([{ gatewayId: g, floor: 0, readings: [0, 1, 2].map((s) => reading(s)) }]);
+    clockMs += 5_000;
+    await store.sink.writeReadings([{ gatewayId: g, floor: 2, readings: [reading(3)] }]); // prunes 0, 1
+    expect(await storedSeqs(g)).toEqual([2, 3]);
+    clockMs += 1_000;
+    await store.sink.writeReadings([{ gatewayId: g, floor: 3, readings: [reading(4)] }]); // too soon
+    expect(await storedSeqs(g)).toEqual([2, 3, 4]);
+    clockMs += 4_000;
+    await store.sink.writeReadings([{ gatewayId: g, floor: 4, readings: [reading(5)] }]);
+    expect(await storedSeqs(g)).toEqual([4, 5]);
+  });
+
   it('prunes in bounded steps, as store.maintain() and the writer run it', async () => {
     const g = await newGateway();
     await store.sink.writeReadings([{ gatewayId: g, floor: 0, readings: Array.from({ length: 30 }, (_, i) => reading(i)) }]);
-    await store.sink.writeReadings([{ gatewayId: g, floor: 25, readings: [reading(30)] }]);
+    await store.sink.writeReadings([{ gatewayId: g, floor: 25, readings: [reading(30)] }]); // within 5 s: no prune
     expect(await store.sink.pruneSeqs({ budget: 10 })).toEqual({ deleted: 10, more: true });
     expect((await storedSeqs(g))[0]).toBe(10);
     const m = await store.maintain();

@@ -157,31 +157,35 @@ export class PartitionKeeper {
   }
 }
 
-// The statement that moves staged rows into readings. `src` yields
+// The statements that move staged rows into readings. `src` (a from-item named s) yields
 // (gateway_id, seq, device_id, metric, ts_ms, value, quality, ord), `ord` the row's place in the
 // write. A row is new iff its seq is at or above its gateway's floor (raised by FLOORS_SQL just
 // before, in the same transaction) and its key goes into record_seqs now (docs/delivery.md,
-// "Exactly once": the key is (gateway, seq), never ts). Of two rows with one key in a write, the
-// first is stored (aggregateParams() takes the same one).
+// "Exactly once": the key is (gateway, seq), never ts).
 const ORIGIN = "timestamptz '2000-01-01 00:00:00+00'";
 
-function moveReadingsSql(src: string): string {
-  return `
-with src as ${src === 'readings_in' ? 'not materialized' : 'materialized'} (select * from ${src}),
-fresh as (
-  insert into record_seqs (gateway_id, seq)
-  select s.gateway_id, s.seq from src s join gateway_floor f on f.gateway_id = s.gateway_id
-   where s.seq >= f.floor order by 1, 2
-  on conflict do nothing
-  returning gateway_id, seq
-),
-ins as (
-  insert into readings (gateway_id, seq, device_id, metric, ts, value, quality)
-  select distinct on (s.gateway_id, s.seq) s.gateway_id, s.seq, s.device_id, s.metric, to_timestamp(s.ts_ms / 1000.0), s.value, s.quality
-    from src s join fresh k on k.gateway_id = s.gateway_id and k.seq = s.seq
-   order by s.gateway_id, s.seq, s.ord
-)
-select gateway_id, seq from fresh`;
+interface MoveSql {
+  /** inserts the keys at or above the floor not stored yet; returns them */
+  keys: string;
+  /** every staged row (when every key was new: no duplicate, none twice in the write) */
+  all: string;
+  /** the rows of the new keys given as two arrays after src's parameters; of two rows with one key, the first */
+  some: string;
+}
+
+function moveReadingsSql(src: string, srcParams: number): MoveSql {
+  const cols = 'gateway_id, seq, device_id, metric, ts, value, quality';
+  const row = 's.gateway_id, s.seq, s.device_id, s.metric, to_timestamp(s.ts_ms / 1000.0), s.value, s.quality';
+  return {
+    keys: `insert into record_seqs (gateway_id, seq)
+      select s.gateway_id, s.seq from ${src} join gateway_floor f on f.gateway_id = s.gateway_id where s.seq >= f.floor
+      on conflict do nothing returning gateway_id, seq`,
+    all: `insert into readings (${cols}) select ${row} from ${src}`,
+    some: `insert into readings (${cols})
+      select distinct on (s.gateway_id, s.seq) ${row}
+        from ${src} join unnest($${srcParams + 1}::text[], $${srcParams + 2}::bigint[]) as k(g, q) on k.g = s.gateway_id and k.q = s.seq
+       order by s.gateway_id, s.seq, s.ord`,
+  };
 }
 
 /**
@@ -304,15 +308,16 @@ export interface SinkOptions extends StorageOptions {
 export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
   const partitions = new PartitionKeeper(db, opts);
   const copyChunkBytes = opts.copyChunkBytes ?? 256 * 1024;
-  const moveFromStaging = moveReadingsSql('readings_in');
-  const moveFromUnnest = moveReadingsSql(UNNEST_READINGS);
+  const moveFromStaging = moveReadingsSql('readings_in s', 0);
+  const moveFromUnnest = moveReadingsSql(UNNEST_READINGS, 7);
   const aggregates = aggregatesSql(opts.timescale);
   const stagedClients = new WeakSet<pg.PoolClient>();
   const clock = opts.now;
   const pruner = new SeqPruner(db, { everyMs: opts.pruneEveryMs ?? 5_000, now: clock, log: opts.log });
   let rollupRefreshes = 0;
 
-  async function copyInto(client: pg.PoolClient, batches: ReadingRows[]): Promise<void> {
+  /** Streams the rows into readings_in; returns how many. */
+  async function copyInto(client: pg.PoolClient, batches: ReadingRows[]): Promise<number> {
     const stream = client.query(copyFrom('copy readings_in (gateway_id, seq, device_id, metric, ts_ms, value, quality, ord) from stdin'));
     const done = new Promise<void>((resolve, reject) => {
       stream.on('finish', resolve);
@@ -341,6 +346,7 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
     await flush(true);
     stream.end();
     await done;
+    return ord;
   }
 
   async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -365,6 +371,17 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
       client.off('error', onError);
       client.release(broken ? true : undefined);
     }
+  }
+
+  /** Keys, then rows (all of them, or those of the new keys), then their aggregates; returns the new keys. */
+  async function moveRows(tx: Pick<Queryable, 'query'>, sql: MoveSql, params: unknown[], rows: number, batches: ReadingRows[]): Promise<NewKeys> {
+    const keyRows = (await tx.query<{ gateway_id: string; seq: number }>(sql.keys, params)).rows;
+    if (keyRows.length === 0) return new Set();
+    const fresh = keysOf(keyRows);
+    if (keyRows.length === rows) await tx.query(sql.all, params);
+    else await tx.query(sql.some, [...params, keyRows.map((k) => k.gateway_id), keyRows.map((k) => k.seq)]);
+    await tx.query(aggregates, aggregateParams(batches, fresh, opts.timescale));
+    return fresh;
   }
 
   function keysOf(rows: { gateway_id: string; seq: number }[]): NewKeys {
@@ -394,11 +411,15 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
           value double precision, quality text, ord integer) on commit delete rows`);
         stagedClients.add(client);
       }
-      await copyInto(client, batches);
+      const rows = await copyInto(client, batches);
       await client.query(FLOORS_SQL, floorParams(batches));
-      const fresh = keysOf((await client.query<{ gateway_id: string; seq: number }>(moveFromStaging)).rows);
-      if (fresh.size > 0) await client.query(aggregates, aggregateParams(batches, fresh, opts.timescale));
-      return fresh;
+      const tx = {
+        query: async <R>(sql: string, params?: unknown[]) => {
+          const r = await client.query(sql, params);
+          return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+        },
+      };
+      return moveRows(tx, moveFromStaging, [], rows, batches);
     });
     return r;
   }
@@ -415,9 +436,7 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
     try {
       return await db.transaction(async (tx) => {
         await tx.query(FLOORS_SQL, floorParams(batches));
-        const fresh = keysOf((await tx.query<{ gateway_id: string; seq: number }>(moveFromUnnest, cols)).rows);
-        if (fresh.size > 0) await tx.query(aggregates, aggregateParams(batches, fresh, opts.timescale));
-        return fresh;
+        return moveRows(tx, moveFromUnnest, cols, cols[0]!.length, batches);
       });
     } catch (e) {
       throw classifyDbError(e);
