@@ -6,12 +6,13 @@
 // key is exactly (gateway_id, seq) — never the timestamp. The transaction that stores the rows
 // raises the floor and inserts the keys; SeqPruner forgets keys below the floor afterwards.
 // PostgreSQL: the rows of many messages are streamed with COPY (pg-copy-streams), in chunks that
-// honour the stream's backpressure, into a temporary staging table; one statement then inserts
-// their keys into record_seqs (`on conflict do nothing returning` says which are new) and moves
-// the new rows into readings; the latest values, the devices' last-seen times and the marks of the
-// (gateway, minute) buckets touched, aggregated here over the new rows, follow in one statement.
-// One transaction: a crash before commit leaves nothing, so the unacknowledged messages are
-// redelivered.
+// honour the stream's backpressure, straight into readings and their keys into record_seqs when
+// none lies below its floor; a key stored before makes that fail, and the batch goes through a
+// temporary staging table: its keys go into record_seqs (`on conflict do nothing returning` says
+// which are new), then the new rows into readings. Either way the latest values, the devices'
+// last-seen times and the marks of the (gateway, minute) buckets touched, aggregated here over the
+// new rows, follow in one statement. One transaction: a crash before commit leaves nothing, so the
+// unacknowledged messages are redelivered.
 // PGlite: the same statements read the rows from unnest() over array parameters (a multi-row insert).
 // Rollups (native PostgreSQL / PGlite) are recomputed from the raw rows of the marked buckets by
 // refreshRollups(), off the ingest path; on TimescaleDB continuous aggregates do it.
@@ -253,15 +254,32 @@ function aggregateParams(batches: ReadingRows[], fresh: NewKeys, timescale: bool
 }
 
 /**
- * Raise each gateway's floor to the highest `floor` of its batches in this write and lock its
+ * Raise each gateway's floor to the highest `floor` of its batches in this write, lock its
  * gateway_floor row until commit (a batch without floor raises nothing but still locks, creating
- * the row at 0): concurrent writes of one gateway then see each other's floor and keys, and
- * pruneSeqs() skips a gateway being written. Rows in gateway order, so two writes never deadlock.
+ * the row at 0) and return the floors: concurrent writes of one gateway then see each other's
+ * floor and keys, and pruneSeqs() skips a gateway being written. Rows in gateway order, so two
+ * writes never deadlock.
  */
 const FLOORS_SQL = `
 insert into gateway_floor as gf (gateway_id, floor)
 select g, coalesce(max(f), 0) from unnest($1::text[], $2::bigint[]) as u(g, f) group by g order by g
-on conflict (gateway_id) do update set floor = excluded.floor where gf.floor < excluded.floor`;
+on conflict (gateway_id) do update set floor = greatest(gf.floor, excluded.floor)
+returning gateway_id, floor`;
+
+/** Whether no row lies below its gateway's floor and no key comes twice (then the direct COPY may do). */
+function allNewLooking(batches: ReadingRows[], floors: Array<{ gateway_id: string; floor: number }>): boolean {
+  const floorOf = new Map(floors.map((f) => [f.gateway_id, Number(f.floor)]));
+  const seen = new Set<string>();
+  for (const b of batches) {
+    const floor = floorOf.get(b.gatewayId) ?? 0;
+    for (const r of b.readings) {
+      const k = recordKey(b.gatewayId, r.seq);
+      if (r.seq < floor || seen.has(k)) return false;
+      seen.add(k);
+    }
+  }
+  return true;
+}
 
 function floorParams(batches: Array<{ gatewayId: string; floor?: number }>): unknown[] {
   return [batches.map((b) => b.gatewayId), batches.map((b) => b.floor ?? null)];
@@ -284,7 +302,8 @@ export interface PostgresSink {
   partitions: PartitionKeeper;
   /** rows streamed per COPY chunk (bytes); the stream's own backpressure governs beyond that */
   readonly copyChunkBytes: number;
-  stats(): { rollupRefreshes: number; prunes: number; pruned: number };
+  /** fallbacks: writes that met a duplicate (or a seq below the floor) and went the staging way */
+  stats(): { fallbacks: number; rollupRefreshes: number; prunes: number; pruned: number };
   /**
    * Recompute the marked (gateway, minute) buckets of readings_1m from the raw rows and their hours
    * of readings_1h. Only buckets that closed `settleMs` ago (default 5 s) unless `all`. Returns the
@@ -315,10 +334,16 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
   const clock = opts.now;
   const pruner = new SeqPruner(db, { everyMs: opts.pruneEveryMs ?? 5_000, now: clock, log: opts.log });
   let rollupRefreshes = 0;
+  let stagingUntil = 0;
+  let fallbacks = 0;
 
-  /** Streams the rows into readings_in; returns how many. */
-  async function copyInto(client: pg.PoolClient, batches: ReadingRows[]): Promise<number> {
-    const stream = client.query(copyFrom('copy readings_in (gateway_id, seq, device_id, metric, ts_ms, value, quality, ord) from stdin'));
+  /**
+   * Streams one line per reading into a COPY (text format), in chunks that honour the stream's
+   * backpressure. Ids, metric names and qualities are checked by the contract schemas (no tab,
+   * newline or backslash can occur), so the text format needs no escaping.
+   */
+  async function copyLines(client: pg.PoolClient, sql: string, batches: ReadingRows[], line: (g: string, r: Reading, ord: number) => string): Promise<void> {
+    const stream = client.query(copyFrom(sql));
     const done = new Promise<void>((resolve, reject) => {
       stream.on('finish', resolve);
       stream.on('error', reject);
@@ -334,19 +359,16 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
         stream.once('error', reject);
       });
     };
-    // Ids, metric names and qualities are checked by the contract schemas (no tab, newline or
-    // backslash can occur), so the text format needs no escaping.
     let ord = 0;
     for (const b of batches) {
       for (const r of b.readings) {
-        chunk += `${b.gatewayId}\t${r.seq}\t${r.device}\t${r.metric}\t${r.ts}\t${r.value}\t${r.quality}\t${++ord}\n`;
+        chunk += line(b.gatewayId, r, ++ord);
         if (chunk.length >= copyChunkBytes) await flush(false);
       }
     }
     await flush(true);
     stream.end();
     await done;
-    return ord;
   }
 
   async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -384,6 +406,12 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
     return fresh;
   }
 
+  function allKeys(batches: ReadingRows[]): NewKeys {
+    const out: NewKeys = new Set();
+    for (const b of batches) for (const r of b.readings) out.add(recordKey(b.gatewayId, r.seq));
+    return out;
+  }
+
   function keysOf(rows: { gateway_id: string; seq: number }[]): NewKeys {
     const out: NewKeys = new Set();
     for (const r of rows) out.add(recordKey(r.gateway_id, Number(r.seq)));
@@ -399,29 +427,58 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
   }
 
   /**
-   * PostgreSQL: the rows of many messages are streamed by COPY into a temporary staging table, then
-   * FLOORS_SQL, the move of the new ones (keys and rows) and their aggregates. One transaction: a
-   * crash before commit leaves nothing.
+   * PostgreSQL. Direct: when every row is at or above its gateway's floor and no key comes twice,
+   * the rows are COPYed straight into readings and their keys into record_seqs (as fast as the
+   * tables take them). A key stored before makes the second COPY fail (23505): back to the
+   * savepoint, and the batch goes the staging way, which skips what is stored: COPY into a
+   * temporary table, then the keys (`on conflict do nothing returning`) and the new rows. After a
+   * duplicate the staging way is used for 30 s, since redeliveries come in runs (after a restart).
+   * Then the aggregates of the new rows. One transaction: a crash before commit leaves nothing.
    */
   async function writeByCopy(pool: pg.Pool, batches: ReadingRows[]): Promise<NewKeys> {
-    const r = await inTransaction(pool, async (client) => {
-      if (!stagedClients.has(client)) {
-        await client.query(`create temp table if not exists readings_in (
-          gateway_id text, seq bigint, device_id text, metric text, ts_ms double precision,
-          value double precision, quality text, ord integer) on commit delete rows`);
-        stagedClients.add(client);
-      }
-      const rows = await copyInto(client, batches);
-      await client.query(FLOORS_SQL, floorParams(batches));
+    return inTransaction(pool, async (client) => {
       const tx = {
         query: async <R>(sql: string, params?: unknown[]) => {
           const r = await client.query(sql, params);
           return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
         },
       };
-      return moveRows(tx, moveFromStaging, [], rows, batches);
+      const floors = await tx.query<{ gateway_id: string; floor: number }>(FLOORS_SQL, floorParams(batches));
+      if (clock() >= stagingUntil) {
+        if (allNewLooking(batches, floors.rows) && (await copyDirect(client))) {
+          const fresh = allKeys(batches);
+          await tx.query(aggregates, aggregateParams(batches, fresh, opts.timescale));
+          return fresh;
+        }
+        stagingUntil = clock() + 30_000;
+        fallbacks++;
+      }
+      if (!stagedClients.has(client)) {
+        await client.query(`create temp table if not exists readings_in (
+          gateway_id text, seq bigint, device_id text, metric text, ts_ms double precision,
+          value double precision, quality text, ord integer) on commit delete rows`);
+        stagedClients.add(client);
+      }
+      await copyLines(client, 'copy readings_in (gateway_id, seq, device_id, metric, ts_ms, value, quality, ord) from stdin', batches,
+        (g, r, ord) => `${g}\t${r.seq}\t${r.device}\t${r.metric}\t${r.ts}\t${r.value}\t${r.quality}\t${ord}\n`);
+      return moveRows(tx, moveFromStaging, [], batches.reduce((n, b) => n + b.readings.length, 0), batches);
     });
-    return r;
+
+    /** false when a key was stored before (the savepoint undid the rows) */
+    async function copyDirect(client: pg.PoolClient): Promise<boolean> {
+      await client.query('savepoint direct');
+      try {
+        await copyLines(client, 'copy readings (gateway_id, seq, device_id, metric, ts, value, quality) from stdin', batches,
+          (g, r) => `${g}\t${r.seq}\t${r.device}\t${r.metric}\t${new Date(r.ts).toISOString()}\t${r.value}\t${r.quality}\n`);
+        await copyLines(client, 'copy record_seqs (gateway_id, seq) from stdin', batches, (g, r) => `${g}\t${r.seq}\n`);
+        await client.query('release savepoint direct');
+        return true;
+      } catch (e) {
+        if ((e as { code?: string }).code !== '23505') throw e;
+        await client.query('rollback to savepoint direct');
+        return false;
+      }
+    }
   }
 
   /** PGlite: the same statement reads the rows from unnest() over array parameters (a multi-row insert). */
@@ -446,7 +503,7 @@ export function createPostgresSink(db: Db, opts: SinkOptions): PostgresSink {
   return {
     partitions,
     copyChunkBytes,
-    stats: () => ({ rollupRefreshes, ...pruner.stats() }),
+    stats: () => ({ fallbacks, rollupRefreshes, ...pruner.stats() }),
     pruneSeqs: (o) => pruner.prune(o?.budget),
     async refreshRollups(o = {}) {
       if (opts.timescale) return 0;
