@@ -133,7 +133,7 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
     const readings: unknown[] = Array.from({ length: 100 }, (_, i) => ({ seq: 1000 + i, device: 'smoke-1', metric: 'smoke_density', ts: now - 100 + i, value: i / 1000 }));
     readings[37] = { seq: 1037, device: 'smoke-1', metric: 'Smoke Density', ts: now, value: 1 };
     const deadBefore = (await store.queries.deadLetters(scopeOf(SCHOOL_A))).length;
-    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: now, floor: 1000, readings });
+    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: now, readings });
     await until('99 stored', () => worker.stats().stored.readings - before === 99);
     const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-a' and seq between 1000 and 1099");
     expect(n.rows[0]!.n).toBe(99);
