@@ -113,7 +113,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     }
     await store.registerGateway({ id: DEMO.gatewayId, county: DEMO.county, orgPath: DEMO.school.orgPath, name: DEMO.school.zh, password: secrets.gatewayPassword });
 
-    const broker = await startCentralBroker({ port: 0, host: '127.0.0.1', store, serviceAccounts: [{ username: 'ingest', password: secrets.ingestPassword }], log });
+    const broker = await startCentralBroker({ port: 0, host: '127.0.0.1', store, serviceAccounts: [{ username: 'ingest', password: secrets.ingestPassword, clientIdPrefixes: ['xiaoan-demo-ingest-'] }], log });
     stack.push(() => broker.close());
 
     const receiver = await startReferenceReceiver({ port: 0, host: '127.0.0.1', secret: secrets.deliverySecret, dir: join(dataDir, 'province-modules') });
