@@ -9,7 +9,11 @@
 // with return code 2, identifier rejected ([MQTT-3.2.2-3], CONNACK 0x02).
 
 export type MqttIdentity =
-  /** a school gateway: exactly its gateway id */
+  /**
+   * a school gateway: its gateway id (its uplink), or `{gatewayId}-{suffix}` for a second
+   * connection with its credentials (the Node-RED raise node uses `{gatewayId}-node-red`); the
+   * broker also refuses a suffixed id that names another registered gateway (longerOwners).
+   */
   | { kind: 'gateway'; id: string }
   /** a service account (ingest workers, dashboard server, Node-RED): ids under its own prefixes */
   | { kind: 'service'; username: string; prefixes: readonly string[] }
@@ -33,7 +37,7 @@ export function clientIdRefusal(who: MqttIdentity, clientId: string): string | n
   if (/[+#/]/.test(clientId)) return 'client id contains +, # or /';
   switch (who.kind) {
     case 'gateway':
-      return clientId === who.id ? null : `gateway ${who.id} must connect with client id "${who.id}"`;
+      return clientId === who.id || clientId.startsWith(`${who.id}-`) ? null : `gateway ${who.id} may use only client ids "${who.id}" or "${who.id}-…"`;
     case 'service':
       return who.prefixes.some((p) => p.length > 0 && clientId.startsWith(p) && clientId.length > p.length)
         ? null
@@ -41,6 +45,17 @@ export function clientIdRefusal(who: MqttIdentity, clientId: string): string | n
     case 'device':
       return deviceOwns(who.id, clientId, who.otherDevices) ? null : `device ${who.id} may use only client ids "${who.id}" or "${who.id}-…"`;
   }
+}
+
+/**
+ * The ids longer than `ownId` that `clientId` could also belong to (`gw-1-b-x` → `gw-1-b`,
+ * `gw-1-b-x`): if one of them is a registered identity, the client id is that one's, not `ownId`'s.
+ */
+export function longerOwners(ownId: string, clientId: string): string[] {
+  const out: string[] = [];
+  for (let i = clientId.indexOf('-', ownId.length + 1); i !== -1; i = clientId.indexOf('-', i + 1)) out.push(clientId.slice(0, i));
+  if (clientId !== ownId) out.push(clientId);
+  return out;
 }
 
 /** Whether a client id is the device's own: the longest device id it names must be this device's. */

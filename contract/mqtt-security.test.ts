@@ -1,11 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { clientIdRefusal, defaultServicePrefix } from './mqtt-identity.ts';
+import { clientIdRefusal, defaultServicePrefix, longerOwners } from './mqtt-identity.ts';
 import { PacketSizeGuard } from './mqtt-limits.ts';
 
 describe('clientIdRefusal', () => {
   it('binds each kind of login to its own ids', () => {
     expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, 'gw-1')).toBeNull();
-    expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, 'gw-1-x')).toMatch(/gw-1/);
+    expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, 'gw-1-node-red')).toBeNull();
+    expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, 'gw-10')).toMatch(/gw-1/);
+    expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, 'xiaoan-ingest-37-main-control')).toMatch(/gw-1/);
+    expect(longerOwners('gw-1', 'gw-1-b-x')).toEqual(['gw-1-b', 'gw-1-b-x']);
+    expect(longerOwners('gw-1', 'gw-1')).toEqual([]);
     expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, '')).toMatch(/empty/);
     const svc = { kind: 'service' as const, username: 'svc-ingest', prefixes: [defaultServicePrefix('svc-ingest')] };
     expect(defaultServicePrefix('svc-ingest')).toBe('xiaoan-ingest-');

@@ -20,7 +20,7 @@ import {
   type Clock,
   type Logger,
 } from '../contract/index.ts';
-import { clientIdRefusal, collidesWithService, defaultServicePrefix } from '../contract/mqtt-identity.ts';
+import { clientIdRefusal, collidesWithService, defaultServicePrefix, longerOwners } from '../contract/mqtt-identity.ts';
 import { guardSocket, type PacketLimits, type PacketSizeGuard } from '../contract/mqtt-limits.ts';
 import type { Store } from './store.ts';
 import { verifySecret } from './secrets.ts';
@@ -39,10 +39,10 @@ export const CENTRAL_LIMITS = {
   beforeAuthBytes: 16 * 1024,
   /** an uplink batch of MAX_BATCH records stays under ~1 MB; twice that as headroom */
   afterAuthBytes: 2 * 1024 * 1024,
-  /** messages queued for one slow subscriber before it is disconnected (aedes queueLimit) */
-  queuePerClient: 1000,
-  /** QoS 2 publishes held open per client (aedes maxInflightInbound) */
-  inflightPerClient: 100,
+  /** packets a client may send after CONNECT before its login is accepted (aedes queueLimit; more closes it) */
+  packetsBeforeAuth: 42,
+  /** QoS 2 publishes held open per client (aedes maxInflightInbound; more closes the connection) */
+  inflightPerClient: 1000,
 } as const;
 
 export interface CentralBrokerOptions {
@@ -65,7 +65,7 @@ export interface CentralBroker {
 }
 
 type Principal =
-  | { kind: 'gateway'; id: string; county: string; base: string }
+  | { kind: 'gateway'; id: string; county: string; base: string; takes?: string }
   | { kind: 'service'; username: string };
 
 const PRINCIPAL = Symbol('xiaoan.principal');
@@ -97,7 +97,7 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
 
   const broker = await Aedes.createBroker({
     // [MQTT-3.1.3-8] an empty client id with clean session off is refused (identifier rejected)
-    queueLimit: CENTRAL_LIMITS.queuePerClient,
+    queueLimit: CENTRAL_LIMITS.packetsBeforeAuth,
     maxInflightInbound: CENTRAL_LIMITS.inflightPerClient,
     preConnect(client, packet, done) {
       if (!packet.clientId && !packet.clean) return done(authError(2, 'empty client id needs clean session'), false);
@@ -119,6 +119,10 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
         }
         const gw = await opts.store.verifyGateway(user, pass);
         if (!gw) return null;
+        // `{gatewayId}-{suffix}` must not be (or lie under) another registered gateway's id
+        for (const other of longerOwners(gw.id, requested)) {
+          if (await opts.store.getGateway(other)) return { kind: 'gateway', id: gw.id, county: gw.county, base: '', takes: other };
+        }
         const base = buildTopic({ county: gw.county, gatewayId: gw.id, channel: 'status' }).replace(/\/status$/, '/');
         return { kind: 'gateway', id: gw.id, county: gw.county, base };
       };
@@ -131,9 +135,11 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
           const refused =
             p.kind === 'service'
               ? clientIdRefusal({ kind: 'service', username: p.username, prefixes: prefixesOf(svc!) }, requested)
-              : collidesWithService(p.id, servicePrefixes)
-                ? `gateway id ${p.id} lies under a service account's client id prefix; register it under another id`
-                : clientIdRefusal({ kind: 'gateway', id: p.id }, requested);
+              : p.takes
+                ? `client id ${requested} belongs to gateway ${p.takes}`
+                : collidesWithService(requested, servicePrefixes)
+                  ? `client id ${requested} lies under a service account's prefix; register the gateway under another id`
+                  : clientIdRefusal({ kind: 'gateway', id: p.id }, requested);
           if (refused) {
             log.warn('client id refused: not this login\'s own (客户端标识与登录身份不符)', { username: user, client: requested, reason: refused });
             return done(authError(2, 'identifier rejected'), false);

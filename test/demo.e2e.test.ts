@@ -166,7 +166,7 @@ describe.each<Engine>(['pglite', 'postgres'])('demo end to end on %s', (engine) 
 
   it('dead-letters bad uplink messages with a reason and keeps going', async () => {
     const secrets = JSON.parse(await (await import('node:fs/promises')).readFile(join(dir, 'demo-secrets.json'), 'utf8'));
-    const client = await mqtt.connectAsync(demo.broker.url, { username: DEMO.gatewayId, password: secrets.gatewayPassword, clientId: DEMO.gatewayId, protocolVersion: 4, reconnectPeriod: 0 }); // only the gateway's own id: it replaces the demo gateway's connection for a moment
+    const client = await mqtt.connectAsync(demo.broker.url, { username: DEMO.gatewayId, password: secrets.gatewayPassword, clientId: `${DEMO.gatewayId}-e2e`, protocolVersion: 4 }); // a gateway's second connection: {gatewayId}-{suffix}
     const topic = buildTopic({ county: DEMO.county, gatewayId: DEMO.gatewayId, channel: 'readings' });
     await client.publishAsync(topic, 'this is not json', { qos: 1 });
     await client.publishAsync(topic, JSON.stringify({ v: 1, gateway: DEMO.gatewayId, sentAt: Date.now(), readings: [{ seq: 1, device: 'x', metric: 'BAD', ts: 1, value: 'nope' }] }), { qos: 1 });

@@ -11,9 +11,13 @@ import { startDeviceBroker, type DeviceBroker } from '../device-drivers/index.ts
 const GATEWAYS: Record<string, { password: string; county: string }> = {
   'gw-3701020001': { password: 'gw-1-password', county: '370102' },
   'gw-3701020002': { password: 'gw-2-password', county: '370102' },
+  'gw-3701020001-b': { password: 'gw-1b-password', county: '370102' },
 };
-/** The broker reads only verifyGateway from its store. */
+/** The broker reads only verifyGateway and getGateway from its store. */
 const store = {
+  async getGateway(id: string) {
+    return GATEWAYS[id] ? { id, county: GATEWAYS[id].county, orgPath: '37/3701/370102/school-1', name: id } : null;
+  },
   async verifyGateway(id: string, password: string) {
     const g = GATEWAYS[id];
     return g && g.password === password ? { id, county: g.county, orgPath: '37/3701/370102/school-1' } : null;
@@ -97,15 +101,19 @@ describe('central broker (ingest/broker.ts)', () => {
     expect(await Promise.all(watching)).toEqual([true, true]);
   });
 
-  it('a gateway connects only as its own id, and cannot replace another gateway', async () => {
+  it('a gateway connects only as its own id (or its id-suffix), and cannot replace another gateway', async () => {
     const gw2 = await login(broker.url, 'gw-3701020002', 'gw-3701020002', 'gw-2-password');
-    open.push(gw2);
-    const watching = staysConnected(gw2, 600);
+    const gw1b = await login(broker.url, 'gw-3701020001-b', 'gw-3701020001-b', 'gw-1b-password');
+    open.push(gw2, gw1b);
+    const watching = [staysConnected(gw2, 600), staysConnected(gw1b, 600)];
     await expect(login(broker.url, 'gw-3701020002', 'gw-3701020001', 'gw-1-password')).rejects.toThrow(/Identifier rejected/i);
-    await expect(login(broker.url, 'gw-3701020001-x', 'gw-3701020001', 'gw-1-password')).rejects.toThrow(/Identifier rejected/i);
-    expect(await watching).toBe(true);
+    // gw-3701020001-b is another registered gateway's id, even though it starts with gw-3701020001-
+    await expect(login(broker.url, 'gw-3701020001-b', 'gw-3701020001', 'gw-1-password')).rejects.toThrow(/Identifier rejected/i);
+    await expect(login(broker.url, 'gw-3701020001-b-2', 'gw-3701020001', 'gw-1-password')).rejects.toThrow(/Identifier rejected/i);
+    expect(await Promise.all(watching)).toEqual([true, true]);
     const own = await login(broker.url, 'gw-3701020001', 'gw-3701020001', 'gw-1-password');
-    await own.endAsync();
+    const second = await login(broker.url, 'gw-3701020001-node-red', 'gw-3701020001', 'gw-1-password');
+    await Promise.all([own.endAsync(), second.endAsync()]);
   });
 
   it('a service account uses only ids under its own prefix; a wrong password is still a bad login', async () => {

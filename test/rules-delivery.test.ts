@@ -61,7 +61,7 @@ function connectGateway(url: string): Promise<MqttClient> {
   const will = JSON.stringify({ v: 1, gateway: GW, state: 'offline', ts: Date.now() });
   return new Promise((resolve, reject) => {
     const c = mqtt.connect(url, {
-      clientId: GW, username: GW, password: 'gw-password', protocolVersion: 4, reconnectPeriod: 0,
+      clientId: `${GW}-${Math.random().toString(16).slice(2, 8)}`, username: GW, password: 'gw-password', protocolVersion: 4, reconnectPeriod: 0,
       will: { topic: topic('status'), payload: Buffer.from(will), qos: 1, retain: true },
     });
     c.once('connect', () => resolve(c));

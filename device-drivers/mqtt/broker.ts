@@ -29,8 +29,10 @@ export const DEVICE_BROKER_LIMITS = {
   beforeAuthBytes: 8 * 1024,
   /** a publish of MAX_DEVICE_PAYLOAD with its topic */
   afterAuthBytes: MAX_DEVICE_PAYLOAD + 1024,
-  queuePerClient: 100,
-  inflightPerClient: 20,
+  /** packets a device may send after CONNECT before its login is accepted (aedes queueLimit; more closes it) */
+  packetsBeforeAuth: 42,
+  /** QoS 2 publishes held open per device (aedes maxInflightInbound; more closes the connection) */
+  inflightPerClient: 256,
 } as const;
 
 export interface DeviceBrokerOptions {
@@ -117,7 +119,7 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
   }
 
   const broker = await Aedes.createBroker({
-    queueLimit: DEVICE_BROKER_LIMITS.queuePerClient,
+    queueLimit: DEVICE_BROKER_LIMITS.packetsBeforeAuth,
     maxInflightInbound: DEVICE_BROKER_LIMITS.inflightPerClient,
     preConnect(client, packet, cb) {
       const t = client as unknown as Tagged;
