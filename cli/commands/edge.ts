@@ -135,7 +135,7 @@ async function withLocalGateway<T>(config: EdgeConfig, fn: (gw: Awaited<ReturnTy
 
 /** list / remove / import need only the registry file, never the buffer a running gateway holds. */
 async function withRegistry<T>(config: EdgeConfig, fn: (r: Registry) => Promise<T>): Promise<T> {
-  const r = openRegistry(join(config.dataDir, 'registry.sqlite'));
+  const r = openRegistry(join(config.dataDir, 'registry.sqlite'), Date.now, { secretKey: config.edgeSecretKey });
   try {
     return await fn(r);
   } finally {
