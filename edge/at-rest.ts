@@ -47,6 +47,7 @@ export function loadSecretKey(dataDir: string, configured?: string): Buffer {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
   }
+  chmodSync(file, 0o600); // a key copied in by hand with a looser mode is tightened
   return parseSecretKey(readFileSync(file, 'utf8'), file);
 }
 
