@@ -52,6 +52,7 @@ export function clientIdRefusal(who: MqttIdentity, clientId: string): string | n
  * `gw-1-b-x`): if one of them is a registered identity, the client id is that one's, not `ownId`'s.
  */
 export function longerOwners(ownId: string, clientId: string): string[] {
+  if (!clientId.startsWith(`${ownId}-`)) return [];
   const out: string[] = [];
   for (let i = clientId.indexOf('-', ownId.length + 1); i !== -1; i = clientId.indexOf('-', i + 1)) out.push(clientId.slice(0, i));
   if (clientId !== ownId) out.push(clientId);

@@ -10,6 +10,7 @@ describe('clientIdRefusal', () => {
     expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, 'xiaoan-ingest-37-main-control')).toMatch(/gw-1/);
     expect(longerOwners('gw-1', 'gw-1-b-x')).toEqual(['gw-1-b', 'gw-1-b-x']);
     expect(longerOwners('gw-1', 'gw-1')).toEqual([]);
+    expect(longerOwners('gw-1', 'xiaoan-ingest-37-main')).toEqual([]);
     expect(clientIdRefusal({ kind: 'gateway', id: 'gw-1' }, '')).toMatch(/empty/);
     const svc = { kind: 'service' as const, username: 'svc-ingest', prefixes: [defaultServicePrefix('svc-ingest')] };
     expect(defaultServicePrefix('svc-ingest')).toBe('xiaoan-ingest-');
