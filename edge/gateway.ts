@@ -567,6 +567,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
             listen: false,
             custodyFailures: () => bufferErrors,
             onUnreadable: quarantineUnreadable,
+            knownDevices: () => registry.list().map((d) => d.id),
           });
         }
         uplink = await startUplink({
