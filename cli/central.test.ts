@@ -118,7 +118,7 @@ describe('xiaoan gateway and deadletters on PostgreSQL', () => {
       store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '3701', listeners: [], gatewayCacheMs: { unknown: 0 },
     });
     await worker.start();
-    const svc = await mqtt.connectAsync(broker.url, { clientId: 'svc-test', username: 'ingest', password: 'ingest-password', protocolVersion: 4, reconnectPeriod: 0 });
+    const svc = await mqtt.connectAsync(broker.url, { clientId: 'xiaoan-ingest-svc-test', username: 'ingest', password: 'ingest-password', protocolVersion: 4, reconnectPeriod: 0 });
     try {
       const topic = (channel: 'readings' | 'receipt') => buildTopic({ county: '370102', gatewayId: 'gw-new-school', channel });
       const got: Receipt[] = [];
