@@ -27,6 +27,7 @@ import { Escalator } from './escalation.ts';
 import { RuleEvaluator } from './evaluator.ts';
 import { createLinkage, type LinkageOptions } from './linkage.ts';
 import { RuleStateStore } from './rule-state.ts';
+import { withSeqGuardStub } from './seq-guard-stub.ts';
 import { createRulebook, type Rulebook } from './rulebook.ts';
 import { alertHistory, AlertError, getById, listAlerts, toView, type AlertFilter, type AlertView, type HistoryEntry } from './store.ts';
 import { Ticker } from './ticker.ts';
@@ -115,10 +116,9 @@ async function restoreEngine(opts: AlertingOptions, log: Logger): Promise<RuleEn
   const inRegion = (col: string) => (opts.region ? ` ${col} = $1 or ${col} like $1 || '/%'` : ' true');
   const params = opts.region ? [opts.region] : [];
   const states = await opts.db.query<{ site: string; state: EngineSnapshot | string }>(`select site, state from rule_state where${inRegion('site')}`, params);
-  const engine = createRuleEngine(initial.rules, {
-    calendars: initial.calendars,
-    state: states.rows.map((r) => (typeof r.state === 'string' ? JSON.parse(r.state) : r.state)),
-  });
+  const saved = states.rows.map((r) => ({ site: r.site, state: (typeof r.state === 'string' ? JSON.parse(r.state) : r.state) as EngineSnapshot }));
+  // STUB (seq-guard-stub.ts) until the engine keeps its own per-series seq guard
+  const engine = withSeqGuardStub(createRuleEngine(initial.rules, { calendars: initial.calendars, state: saved.map((s) => s.state) }), saved);
   // The store is the desk's truth: a latch that believes its alert open when none is (resolved by
   // another process, or before latches were kept) is resolved, so the next hit raises again.
   const openNow = await opts.db.query<{ dedup_key: string; state: 'raised' | 'acknowledged' }>(
@@ -196,7 +196,8 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     { name: 'retry', due: () => writer.waiting > 0, run: () => queue.task('urgent', () => writer.retryParked()) },
     { name: 'absence', run: () => queue.task('urgent', async () => writer.apply(await evaluator.tick())) },
     { name: 'escalation', run: () => queue.task('urgent', () => escalator.run()) },
-    { name: 'state', due: () => clock.now() - state.lastSave >= (opts.stateSaveMs ?? 5000), run: () => queue.task('bulk', () => state.saveDirty()) },
+    // never while transitions wait for a retry: the saved state must not run ahead of the alerts
+    { name: 'state', due: () => writer.waiting === 0 && clock.now() - state.lastSave >= (opts.stateSaveMs ?? 5000), run: () => queue.task('bulk', () => state.saveDirty()) },
     { name: 'delivery', due: () => delivery !== null, run: async () => void (await delivery!.deliverDue()) },
   ], clock, log);
   const desk = new AlertDesk(db, clock, queue, state, () => kickDelivery());

@@ -38,8 +38,17 @@ export class TransitionWriter {
   }
 
   /** Commits `transitions` (3 attempts); `done` runs once they are committed, now or on a retry. */
-  async apply(transitions: AlertTransition[], done: () => void = () => {}): Promise<void> {
-    if (transitions.length === 0) return done();
+  async apply(fresh: AlertTransition[], fresher: () => void = () => {}): Promise<void> {
+    if (fresh.length === 0 && this.parked.length === 0) return fresher();
+    // What waits for a retry goes first, in this same commit: the rule state saved with it has
+    // evaluated those records too, and must never be committed without their alerts.
+    const parked = this.parked;
+    this.parked = [];
+    const transitions = [...parked.flatMap((p) => p.transitions), ...fresh];
+    const done = () => {
+      for (const p of parked) p.done();
+      fresher();
+    };
     let lastErr: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
@@ -55,10 +64,8 @@ export class TransitionWriter {
   }
 
   /** The tick's retry of what could not be committed before. */
-  async retryParked(): Promise<void> {
-    const again = this.parked;
-    this.parked = [];
-    for (const p of again) await this.apply(p.transitions, p.done);
+  retryParked(): Promise<void> {
+    return this.apply([]);
   }
 
   private async commit(transitions: AlertTransition[]): Promise<void> {
