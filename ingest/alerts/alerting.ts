@@ -190,16 +190,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
   kickDelivery = () => {
     if (delivery && !stopped && opts.deliverOnChange !== false) void delivery.deliverDue().catch((e) => log.error('delivery run failed', { error: e }));
   };
-  const escalator = new Escalator(db, clock, log);
-  const ticker = new Ticker([
-    { name: 'drills', run: () => drills.refresh() },
-    { name: 'retry', due: () => writer.waiting > 0, run: () => queue.task('urgent', () => writer.retryParked()) },
-    { name: 'absence', run: () => queue.task('urgent', async () => writer.apply(await evaluator.tick())) },
-    { name: 'escalation', run: () => queue.task('urgent', () => escalator.run()) },
-    // never while transitions wait for a retry: the saved state must not run ahead of the alerts
-    { name: 'state', due: () => writer.waiting === 0 && clock.now() - state.lastSave >= (opts.stateSaveMs ?? 5000), run: () => queue.task('bulk', () => state.saveDirty()) },
-    { name: 'delivery', due: () => delivery !== null, run: async () => void (await delivery!.deliverDue()) },
-  ], clock, log);
+  const ticker = timeSteps({ opts, clock, log, drills, writer, queue, evaluator, state, delivery, escalator: new Escalator(db, clock, log) });
   const desk = new AlertDesk(db, clock, queue, state, () => kickDelivery());
 
   // Arrival (or, for callers that hand batches in by hand, after storage): events in the urgent
@@ -251,6 +242,23 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       await book?.close();
     },
   };
+}
+
+/** The tick's steps in their order, each its own fault unit (ticker.ts). */
+function timeSteps(d: {
+  opts: AlertingOptions; clock: Clock; log: Logger; drills: DrillRegistry; writer: TransitionWriter; queue: WorkQueue;
+  evaluator: RuleEvaluator; state: RuleStateStore; delivery: ReturnType<typeof createDelivery> | null; escalator: Escalator;
+}): Ticker {
+  const { clock, writer, queue, state, delivery } = d;
+  return new Ticker([
+    { name: 'drills', run: () => d.drills.refresh() },
+    { name: 'retry', due: () => writer.waiting > 0, run: () => queue.task('urgent', () => writer.retryParked()) },
+    { name: 'absence', run: () => queue.task('urgent', async () => writer.apply(await d.evaluator.tick())) },
+    { name: 'escalation', run: () => queue.task('urgent', () => d.escalator.run()) },
+    // never while transitions wait for a retry: the saved state must not run ahead of the alerts
+    { name: 'state', due: () => writer.waiting === 0 && clock.now() - state.lastSave >= (d.opts.stateSaveMs ?? 5000), run: () => queue.task('bulk', () => state.saveDirty()) },
+    { name: 'delivery', due: () => delivery !== null, run: async () => void (await delivery!.deliverDue()) },
+  ], clock, d.log);
 }
 
 /** Change control: the rulebook reloads the engine on every change (rule_versions, folder edits). */

@@ -41,7 +41,7 @@ const flush = async () => {
 const GW = { id: 'gw-1', orgPath: '37/3701/370102/3737000001', county: '370102', name: 'g' };
 
 function pending(seqs: number[], evaluated: Promise<boolean>, settled: string[]): PendingMessage {
-  const msg: InboundMessage = { topic: 't', payload: Buffer.from(''), settle: () => settled.push(`m${seqs[0]}`) } as InboundMessage;
+  const msg: InboundMessage = { topic: 't', payload: Buffer.from(''), settle: () => void settled.push(`m${seqs[0]}`) } as unknown as InboundMessage;
   return { gateway: GW, records: seqs.map((seq) => ({ seq })), sentAt: 0, msg, count: seqs.length, held: [], evaluated };
 }
 
