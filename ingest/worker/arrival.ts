@@ -11,10 +11,6 @@ export class ArrivalEvaluation {
     private readonly log: Logger,
   ) {}
 
-  get active(): boolean {
-    return this.listeners.some((l) => l.onArrival);
-  }
-
   /** Resolves true when every arrival listener committed what it made of the records, false if one failed. */
   async evaluate(gw: GatewayInfo, kind: 'readings' | 'events', records: readonly (Reading | DeviceEvent)[]): Promise<boolean> {
     const batch: ArrivedBatch = {

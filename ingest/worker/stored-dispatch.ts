@@ -9,14 +9,16 @@ export class StoredDispatch {
   private readings: StoredBatch[] = [];
   private running = false;
   private waiters: Array<() => void> = [];
-  private readonly targets: BatchListener[];
   constructor(
-    listeners: readonly BatchListener[],
+    /** read at each call: the CLI adds listeners after the worker is created */
+    private readonly listeners: readonly BatchListener[],
     private readonly errors: Record<string, number>,
     private readonly log: Logger,
     private readonly maxBacklog = 64,
-  ) {
-    this.targets = listeners.filter((l) => !l.onArrival);
+  ) {}
+
+  private get targets(): BatchListener[] {
+    return this.listeners.filter((l) => !l.onArrival);
   }
 
   enqueue(kind: 'events' | 'readings', b: StoredBatch): void {

@@ -168,3 +168,17 @@ describe('RollupTimer', () => {
     expect(runs).toBe(3);
   });
 });
+
+describe('StoredDispatch', () => {
+  it('passes stored batches to listeners without onArrival, also ones added after it was made (the CLI adds them late)', async () => {
+    const { StoredDispatch } = await import('./stored-dispatch.ts');
+    const listeners: import('../types.ts').BatchListener[] = [];
+    const d = new StoredDispatch(listeners, {}, silentLogger);
+    const got: string[] = [];
+    listeners.push({ name: 'influx', onStored: async (b) => void got.push(`influx ${b.readings.length}`) });
+    listeners.push({ name: 'alerting', onStored: async () => void got.push('alerting after commit'), onArrival: async () => {} });
+    d.enqueue('readings', { gateway: GW, readings: [{ seq: 1 } as never], events: [] });
+    await flush();
+    expect(got).toEqual(['influx 1']);
+  });
+});
