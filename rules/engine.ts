@@ -101,116 +101,140 @@ function tickKey(core: EngineCore, res: EngineResult, r: CompiledRule, key: stri
   return tickMetric(core, res.transitions, r, key, st, now, drillDevices);
 }
 
-export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOptions = {}): RuleEngine {
-  const useGuard = opts.seqGuard !== false;
-  const store = new KeyStore(new SeqGuard((opts.seqGuard || undefined)?.horizonMs ?? DEFAULT_SEQ_HORIZON_MS));
-  const core: EngineCore = { store, latches: new LatchDriver(store), params: new ParamCache(), schedule: new RuleSchedule(opts.calendars ?? []), idx: buildIndex(rules) };
-  const ancestors = new AncestorPaths();
-  let allRules: readonly CompiledRule[] = rules;
-  for (const s of Array.isArray(opts.state) ? opts.state : opts.state ? [opts.state] : []) store.restore(s);
+/** The engine: routes each record to the rules it concerns, in its own fault unit, and owns nothing else. */
+class Engine implements RuleEngine {
+  private readonly store: KeyStore;
+  private readonly core: EngineCore;
+  private readonly ancestors = new AncestorPaths();
+  private readonly useGuard: boolean;
+  private allRules: readonly CompiledRule[];
+
+  constructor(rules: readonly CompiledRule[], opts: EngineOptions) {
+    this.useGuard = opts.seqGuard !== false;
+    this.store = new KeyStore(new SeqGuard((opts.seqGuard || undefined)?.horizonMs ?? DEFAULT_SEQ_HORIZON_MS));
+    this.core = { store: this.store, latches: new LatchDriver(this.store), params: new ParamCache(), schedule: new RuleSchedule(opts.calendars ?? []), idx: buildIndex(rules) };
+    this.allRules = rules;
+    for (const s of Array.isArray(opts.state) ? opts.state : opts.state ? [opts.state] : []) this.store.restore(s);
+  }
 
   /** seq guard: is this record new for its series? (marks the site changed when so) */
-  const admit = (ctx: EvalContext, device: string, kind: 'r' | 'e', name: string, seq: number | undefined, ts: number): boolean => {
-    if (!useGuard || seq === undefined || seq === null) return true;
-    if (!store.guard.admit(ctx.gatewayId, ctx.orgPath, device, kind, name, seq, ts)) return false;
-    store.touch(ctx.orgPath);
+  private admit(ctx: EvalContext, device: string, kind: 'r' | 'e', name: string, seq: number | undefined, ts: number): boolean {
+    if (!this.useGuard || seq === undefined || seq === null) return true;
+    if (!this.store.guard.admit(ctx.gatewayId, ctx.orgPath, device, kind, name, seq, ts)) return false;
+    this.store.touch(ctx.orgPath);
     return true;
-  };
+  }
 
-  const engine: RuleEngine = {
-    onReading(rd, ctx) {
-      const res = emptyResult();
-      if (!admit(ctx, rd.device, 'r', rd.metric, rd.seq, rd.ts)) return res;
-      store.noteSeen(ctx.orgPath, ctx.gatewayId, rd.device, rd.ts);
-      dataArrived(core, res.transitions, ctx.gatewayId, rd.device, rd.ts);
-      const e = core.idx.byMetric.get(rd.metric);
-      if (!e) return res;
-      for (const r of e.all) evalReadingGuarded(core, res, r, rd, ctx);
-      if (e.byScope.size) {
-        // rules scoped to the site's org path or any ancestor
-        for (const path of ancestors.of(ctx.orgPath)) {
-          const l = e.byScope.get(path);
-          if (l) for (const r of l) evalReadingGuarded(core, res, r, rd, ctx);
-        }
+  onReading(rd: Reading, ctx: EvalContext): EngineResult {
+    const res = emptyResult();
+    if (!this.admit(ctx, rd.device, 'r', rd.metric, rd.seq, rd.ts)) return res;
+    const core = this.core;
+    this.store.noteSeen(ctx.orgPath, ctx.gatewayId, rd.device, rd.ts);
+    dataArrived(core, res.transitions, ctx.gatewayId, rd.device, rd.ts);
+    const e = core.idx.byMetric.get(rd.metric);
+    if (!e) return res;
+    for (const r of e.all) evalReadingGuarded(core, res, r, rd, ctx);
+    if (e.byScope.size) {
+      // rules scoped to the site's org path or any ancestor
+      for (const path of this.ancestors.of(ctx.orgPath)) {
+        const l = e.byScope.get(path);
+        if (l) for (const r of l) evalReadingGuarded(core, res, r, rd, ctx);
       }
-      return res;
-    },
+    }
+    return res;
+  }
 
-    onEvent(ev, ctx) {
-      const res = emptyResult();
-      if (!admit(ctx, ev.device, 'e', ev.type, ev.seq, ev.ts)) return res;
-      if (ev.type !== 'device.offline') {
-        store.noteSeen(ctx.orgPath, ctx.gatewayId, ev.device, ev.ts);
-        dataArrived(core, res.transitions, ctx.gatewayId, ev.device, ev.ts);
-      }
-      const drill = !!ctx.drill || ev.drill;
-      for (const r of core.idx.byEvent.get(ev.type) ?? []) guarded(res, r, () => evalEvent(core, res.transitions, r, ev, ctx, drill));
-      for (const r of core.idx.clearByEvent.get(ev.type) ?? []) guarded(res, r, () => clearByEvent(core, res.transitions, r, ev, ctx));
-      return res;
-    },
+  onEvent(ev: DeviceEvent, ctx: EvalContext): EngineResult {
+    const res = emptyResult();
+    if (!this.admit(ctx, ev.device, 'e', ev.type, ev.seq, ev.ts)) return res;
+    const core = this.core;
+    if (ev.type !== 'device.offline') {
+      this.store.noteSeen(ctx.orgPath, ctx.gatewayId, ev.device, ev.ts);
+      dataArrived(core, res.transitions, ctx.gatewayId, ev.device, ev.ts);
+    }
+    const drill = !!ctx.drill || ev.drill;
+    for (const r of core.idx.byEvent.get(ev.type) ?? []) guarded(res, r, () => evalEvent(core, res.transitions, r, ev, ctx, drill));
+    for (const r of core.idx.clearByEvent.get(ev.type) ?? []) guarded(res, r, () => clearByEvent(core, res.transitions, r, ev, ctx));
+    return res;
+  }
 
-    onTick(now, devices = [], drillDevices) {
-      const res = emptyResult();
-      for (const key of [...store.timed]) {
-        const st = store.get(key);
-        const r = core.idx.byId.get(ruleIdOf(key));
-        if (!st || !r) {
-          store.timed.delete(key);
-          continue;
-        }
-        guarded(res, r, () => void (tickKey(core, res, r, key, st, now, drillDevices) || store.timed.delete(key)));
-      }
-      // silent and offline devices
-      if (core.idx.absence.length) {
-        for (const dev of devices) {
-          const sk = `${dev.gatewayId}/${dev.deviceId}`;
-          const last = Math.max(dev.lastSeen ?? -Infinity, store.seen.get(sk)?.t ?? -Infinity);
-          const drill = !!drillDevices?.has(sk);
-          for (const r of core.idx.absence) guarded(res, r, () => tickAbsence(core, res.transitions, r, dev, last, now, drill));
-        }
-      }
-      for (const site of store.guard.sweep(now)) store.touch(site);
-      return res;
-    },
-
-    snapshotJson: (site) => JSON.stringify(store.collect(site)),
-    snapshot: (site) => JSON.parse(JSON.stringify(store.collect(site))) as EngineSnapshot,
-    restore: (s) => store.restore(s),
-    takeDirtySites: () => store.takeDirty(),
-
-    setRules(next, cals) {
-      allRules = next;
-      core.idx = buildIndex(next);
-      if (cals) core.schedule.calendars = cals;
-      core.params.clear();
-      store.retime();
-    },
-
-    rules: () => allRules,
-    isOpen: (key) => latched(store.get(key)),
-    latch: (key) => {
-      const st = store.get(key);
-      return st ? latchOf(st) : ARMED;
-    },
-
-    person(key, event, at) {
+  onTick(now: number, devices: readonly DeviceInfo[] = [], drillDevices?: ReadonlySet<string>): EngineResult {
+    const res = emptyResult();
+    const { core, store } = this;
+    for (const key of [...store.timed]) {
       const st = store.get(key);
       const r = core.idx.byId.get(ruleIdOf(key));
-      if (!st || !r || !core.latches.person(r, key, st, event, at)) return null;
-      return st.o;
-    },
-
-    reconcile(open) {
-      const changed = new Set<string>();
-      for (const [key, st] of store.states) {
-        const l = latchOf(st);
-        if (!isOpenLatch(l)) continue;
-        const inStore = open.get(key);
-        const event = inStore === undefined ? 'resolve' : inStore === 'acknowledged' && l.state === 'raised' ? 'ack' : null;
-        if (event && engine.person(key, event, l.since ?? 0)) changed.add(st.o);
+      if (!st || !r) {
+        store.timed.delete(key);
+        continue;
       }
-      return [...changed];
-    },
-  };
-  return engine;
+      guarded(res, r, () => void (tickKey(core, res, r, key, st, now, drillDevices) || store.timed.delete(key)));
+    }
+    // silent and offline devices
+    if (core.idx.absence.length) {
+      for (const dev of devices) {
+        const sk = `${dev.gatewayId}/${dev.deviceId}`;
+        const last = Math.max(dev.lastSeen ?? -Infinity, store.seen.get(sk)?.t ?? -Infinity);
+        const drill = !!drillDevices?.has(sk);
+        for (const r of core.idx.absence) guarded(res, r, () => tickAbsence(core, res.transitions, r, dev, last, now, drill));
+      }
+    }
+    for (const site of store.guard.sweep(now)) store.touch(site);
+    return res;
+  }
+
+  snapshotJson(site: string): string {
+    return JSON.stringify(this.store.collect(site));
+  }
+  snapshot(site?: string): EngineSnapshot {
+    return JSON.parse(JSON.stringify(this.store.collect(site))) as EngineSnapshot;
+  }
+  restore(s: EngineSnapshot): void {
+    this.store.restore(s);
+  }
+  takeDirtySites(): string[] {
+    return this.store.takeDirty();
+  }
+
+  setRules(next: readonly CompiledRule[], cals?: readonly CompiledCalendar[]): void {
+    this.allRules = next;
+    this.core.idx = buildIndex(next);
+    if (cals) this.core.schedule.calendars = cals;
+    this.core.params.clear();
+    this.store.retime();
+  }
+  rules(): readonly CompiledRule[] {
+    return this.allRules;
+  }
+
+  isOpen(key: string): boolean {
+    return latched(this.store.get(key));
+  }
+  latch(key: string): Latch {
+    const st = this.store.get(key);
+    return st ? latchOf(st) : ARMED;
+  }
+
+  person(key: string, event: 'ack' | 'resolve', at: number): string | null {
+    const st = this.store.get(key);
+    const r = this.core.idx.byId.get(ruleIdOf(key));
+    if (!st || !r || !this.core.latches.person(r, key, st, event, at)) return null;
+    return st.o;
+  }
+
+  reconcile(open: ReadonlyMap<string, 'raised' | 'acknowledged'>): string[] {
+    const changed = new Set<string>();
+    for (const [key, st] of this.store.states) {
+      const l = latchOf(st);
+      if (!isOpenLatch(l)) continue;
+      const inStore = open.get(key);
+      const event = inStore === undefined ? 'resolve' : inStore === 'acknowledged' && l.state === 'raised' ? 'ack' : null;
+      if (event && this.person(key, event, l.since ?? 0)) changed.add(st.o);
+    }
+    return [...changed];
+  }
+}
+
+export function createRuleEngine(rules: readonly CompiledRule[], opts: EngineOptions = {}): RuleEngine {
+  return new Engine(rules, opts);
 }
