@@ -4,7 +4,7 @@ import { compileRules, type CompiledRule, type DeviceInfo } from './index.ts';
 import { silence } from './conditions/absence.ts';
 import { groupHolds, groupOf } from './conditions/composite.ts';
 import { matchesWhere } from './conditions/event.ts';
-import { advanceHold, metricCondition } from './conditions/metric.ts';
+import { advanceHold, HOLDS, metricCondition, PENDING } from './conditions/metric.ts';
 import { latched, latchOf, type KeyState } from './key-state.ts';
 import { KeyStore } from './key-store.ts';
 import { ParamCache, resolveParams } from './overrides.ts';
@@ -91,18 +91,18 @@ describe('metric conditions', () => {
   it('durations run from the first true reading; repeats count rising edges within the window', () => {
     const w = { ...(th.when as Extract<CompiledRule['when'], { forMs: number }>), repeat: undefined };
     const s = st();
-    expect(advanceHold(w, s, true, T)).toEqual({ holds: false, pending: true });
-    expect(advanceHold(w, s, true, T + 10_000)).toEqual({ holds: true, pending: false });
-    expect(advanceHold(w, s, false, T + 11_000)).toEqual({ holds: false, pending: false });
+    expect(advanceHold(w, s, true, T)).toBe(PENDING);
+    expect(advanceHold(w, s, true, T + 10_000)).toBe(HOLDS);
+    expect(advanceHold(w, s, false, T + 11_000)).toBe(0);
     expect(s.p).toBeNull();
     const rw = th.when as Extract<CompiledRule['when'], { forMs: number }>;
     const r = st();
-    expect(advanceHold(rw, r, true, T).holds).toBe(false);
-    expect(advanceHold(rw, r, true, T + 1000).holds).toBe(false); // not a new edge
+    expect(advanceHold(rw, r, true, T) & HOLDS).toBe(0);
+    expect(advanceHold(rw, r, true, T + 1000) & HOLDS).toBe(0); // not a new edge
     advanceHold(rw, r, false, T + 2000);
-    expect(advanceHold(rw, r, true, T + 3000).holds).toBe(true); // second edge within 1 min
+    expect(advanceHold(rw, r, true, T + 3000) & HOLDS).toBe(HOLDS); // second edge within 1 min
     advanceHold(rw, r, false, T + 4000);
-    expect(advanceHold(rw, r, true, T + 200_000).holds).toBe(false); // the earlier edges fell out of the window
+    expect(advanceHold(rw, r, true, T + 200_000) & HOLDS).toBe(0); // the earlier edges fell out of the window
   });
 });
 

@@ -28,11 +28,15 @@ export function metricCondition(r: CompiledRule, st: KeyState, value: number, ts
   return { cond: false, shown: value };
 }
 
+/** advanceHold's answer, as bits (a number, not an object: this runs for every reading and rule) */
+export const HOLDS = 1;
+export const PENDING = 2;
+
 /**
- * Advance the duration and repeat counters with the condition at `ts`; does the rule's trigger
- * hold now? `pending` is called when a duration is running (the tick completes it).
+ * Advance the duration and repeat counters with the condition at `ts`. Returns HOLDS when the
+ * rule's trigger holds now, PENDING when a duration is running (the tick completes it).
  */
-export function advanceHold(w: MetricWhen, st: KeyState, cond: boolean, ts: number): { holds: boolean; pending: boolean } {
+export function advanceHold(w: MetricWhen, st: KeyState, cond: boolean, ts: number): number {
   let holds = false;
   let pending = false;
   if (cond) {
@@ -48,7 +52,7 @@ export function advanceHold(w: MetricWhen, st: KeyState, cond: boolean, ts: numb
     if (st.h) st.h = st.h.filter((t) => ts - t <= w.repeat!.withinMs);
     holds = (st.h?.length ?? 0) >= w.repeat.count;
   }
-  return { holds, pending };
+  return (holds ? HOLDS : 0) | (pending ? PENDING : 0);
 }
 
 /** One reading against one metric rule that selects its device. */
@@ -63,8 +67,9 @@ export function evalMetricReading(core: EngineCore, out: AlertTransition[], r: C
   st.lv = rd.value;
   st.lt = rd.ts;
   store.touch(ctx.orgPath);
-  const { holds, pending } = advanceHold(w, st, cond, rd.ts);
-  if (pending) store.timed.add(key);
+  const step = advanceHold(w, st, cond, rd.ts);
+  const holds = (step & HOLDS) !== 0;
+  if (step & PENDING) store.timed.add(key);
   const drill = !!ctx.drill;
   if (r.composite) {
     feedComposite(core, out, r, ctx, holds, p, { deviceId: rd.device, at: rd.ts, value: rd.value, eventType: null, drill, reason: describeMetric(r, shown, p) });
