@@ -27,7 +27,6 @@ import { Escalator } from './escalation.ts';
 import { RuleEvaluator } from './evaluator.ts';
 import { createLinkage, type LinkageOptions } from './linkage.ts';
 import { RuleStateStore } from './rule-state.ts';
-import { withSeqGuardStub } from './seq-guard-stub.ts';
 import { createRulebook, type Rulebook } from './rulebook.ts';
 import { alertHistory, AlertError, getById, listAlerts, toView, type AlertFilter, type AlertView, type HistoryEntry } from './store.ts';
 import { Ticker } from './ticker.ts';
@@ -117,8 +116,9 @@ async function restoreEngine(opts: AlertingOptions, log: Logger): Promise<RuleEn
   const params = opts.region ? [opts.region] : [];
   const states = await opts.db.query<{ site: string; state: EngineSnapshot | string }>(`select site, state from rule_state where${inRegion('site')}`, params);
   const saved = states.rows.map((r) => ({ site: r.site, state: (typeof r.state === 'string' ? JSON.parse(r.state) : r.state) as EngineSnapshot }));
-  // STUB (seq-guard-stub.ts) until the engine keeps its own per-series seq guard
-  const engine = withSeqGuardStub(createRuleEngine(initial.rules, { calendars: initial.calendars, state: saved.map((s) => s.state) }), saved);
+  // the engine's per-series seq guard (rules/seq-guard.ts) travels in the same state: a record
+  // redelivered after a crash (its alert committed, its receipt not sent) evaluates to nothing
+  const engine = createRuleEngine(initial.rules, { calendars: initial.calendars, state: saved.map((s) => s.state) });
   // The store is the desk's truth: a latch that believes its alert open when none is (resolved by
   // another process, or before latches were kept) is resolved, so the next hit raises again.
   const openNow = await opts.db.query<{ dedup_key: string; state: 'raised' | 'acknowledged' }>(

@@ -9,7 +9,8 @@ import type { DeviceDirectory } from './devices.ts';
 import type { DrillRegistry } from './drills.ts';
 import type { RuleStateStore } from './rule-state.ts';
 
-const alarmsFirst = (a: DeviceEvent, b: DeviceEvent) => (a.priority === b.priority ? a.ts - b.ts || a.seq - b.seq : a.priority === 'alarm' ? -1 : 1);
+// alarms first; within a priority in seq order, the order the engine's per-series seq guard admits
+const alarmsFirst = (a: DeviceEvent, b: DeviceEvent) => (a.priority === b.priority ? a.seq - b.seq : a.priority === 'alarm' ? -1 : 1);
 
 export class RuleEvaluator {
   evaluated = 0;
