@@ -8,8 +8,8 @@ export default defineConfig({
     exclude: ['node_modules/**', 'data/**', 'bench/**'],
     pool: 'forks',
     maxWorkers: 3,
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
     reporters: ['default'],
   },
 });

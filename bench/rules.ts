@@ -7,9 +7,14 @@
 // and pg_notify) → a LISTEN on a separate connection. PostgreSQL at 127.0.0.1:5432 (or
 // --database postgres://…); a database is created for the run and dropped after.
 //
-//   npm run bench:rules [-- --quick] [--rules 10000] [--rate 50000] [--seconds 60] [--gateways 100]
+//   npm run bench:rules [-- --quick] [--rules 10000] [--rate 50000] [--seconds 60] [--gateways 100] [--slow-storage]
 //
-// Last line: {"rules": …, "readings_per_s": …, "p50_ms": …, "p99_ms": …}
+// Rules see readings on arrival (before the bulk storage commit), so storage may lag behind the
+// alarms: the bench reports how far. --slow-storage runs a competing bulk load on the same
+// database throughout (another connection inserting and truncating 300,000-row batches), to show
+// that alarm latency does not follow storage.
+//
+// Last line: {"rules": …, "readings_per_s": …, "stored_per_s": …, "storage_lag_s": …, "p50_ms": …, "p99_ms": …, "slowed": …}
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { spawn } from 'node:child_process';
@@ -29,6 +34,7 @@ const flag = (name: string, dflt: number) => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const quick = args.includes('--quick');
+const SLOW_STORAGE = args.includes('--slow-storage');
 const RULES = flag('rules', 10_000);
 const RATE = flag('rate', 50_000);
 const SECONDS = flag('seconds', quick ? 8 : 60);
@@ -143,6 +149,28 @@ async function main() {
     await worker.start();
     cleanup.unshift(() => worker.stop());
 
+    // storage slowed on purpose: a bulk load competing for the same database's CPU and disk
+    let competing = true;
+    let competitorRows = 0;
+    if (SLOW_STORAGE) {
+      const comp = new pg.Client({ connectionString: url });
+      await comp.connect();
+      await comp.query('create unlogged table if not exists bench_competitor (a int, b text)');
+      const loop = (async () => {
+        while (competing) {
+          await comp.query('insert into bench_competitor select g, md5(g::text) from generate_series(1, 300000) g');
+          competitorRows += 300_000;
+          await comp.query('truncate bench_competitor');
+        }
+      })().catch(() => {});
+      cleanup.unshift(async () => {
+        competing = false;
+        await loop;
+        await comp.end();
+      });
+      say('competitor     a bulk load of 300,000-row batches runs on the same database throughout');
+    }
+
     // the live stream, on its own connection as the dashboards have it
     const listenDb = await openDb(url);
     cleanup.push(() => listenDb.close());
@@ -179,17 +207,24 @@ async function main() {
       gateways.on('error', reject);
     });
     await gateways.terminate();
-    // let the backlog drain
+    const publishEnded = Date.now();
+    // let the backlog drain: evaluation first, storage behind it
     const drainEnd = Date.now() + (quick ? 5_000 : 30_000);
     while ((args.includes('--no-rules') ? worker.stats().stored.readings : alerting.stats().evaluated) < published && Date.now() < drainEnd) await new Promise((r) => setTimeout(r, 200));
     const elapsed = (Date.now() - start) / 1000;
+    const storedAtEnd = worker.stats().stored.readings;
+    const storeEnd = Date.now() + (quick ? 20_000 : 120_000);
+    while (worker.stats().stored.readings < published && Date.now() < storeEnd) await new Promise((r) => setTimeout(r, 200));
+    const storageLagS = (Date.now() - publishEnded) / 1000;
+    competing = false;
     const st = alerting.stats();
     const ws = worker.stats();
     const evaluatedRate = Math.round(st.evaluated / elapsed);
     const lost = published - st.evaluated;
     say('');
     say(`published      ${published} readings in ${elapsed.toFixed(1)} s (${Math.round(published / elapsed)} /s offered, target ${RATE})`);
-    say(`stored         ${ws.stored.readings} (ingest worker, COPY into PostgreSQL; ${ws.commits.readings} commits, last ${ws.lastCommit?.records} records in ${ws.lastCommit?.ms} ms)`);
+    say(`stored         ${storedAtEnd} when evaluation was done (${Math.round(storedAtEnd / elapsed)} /s); all ${ws.stored.readings} of ${published} stored ${storageLagS.toFixed(1)} s after publishing ended (${ws.commits.readings} commits, last ${ws.lastCommit?.records} records in ${ws.lastCommit?.ms} ms)`);
+    if (SLOW_STORAGE) say(`competitor     ${competitorRows} rows bulk-loaded beside the ingest`);
     say(`evaluated      ${st.evaluated} readings by ${rules.length} active rules → ${evaluatedRate} readings/s (${lost > 0 ? `${lost} not evaluated by the end` : 'all evaluated'})`);
     say(`transitions    ${st.transitions} alert changes, rule faults ${st.faults}`);
     say(`latency        ${latencies.length} probe alerts, publish → live stream: p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms, max ${Math.max(...latencies)} ms (aim: p99 < 100 ms)`);
@@ -197,7 +232,15 @@ async function main() {
     if (lost > 0 || evaluatedRate < RATE * 0.9) {
       say(`note           the pipeline did not keep up with ${RATE}/s (ingest commits: ${ws.lastCommit?.records} records in ${ws.lastCommit?.ms} ms), so latency is mostly queueing; try --rate ${Math.max(1000, Math.round(evaluatedRate / 2000) * 1000)} for the latency at a sustainable rate`);
     }
-    const out = { rules: rules.length, readings_per_s: evaluatedRate, p50_ms: pct(latencies, 50), p99_ms: pct(latencies, 99) };
+    const out = {
+      rules: rules.length,
+      readings_per_s: evaluatedRate,
+      stored_per_s: Math.round(storedAtEnd / elapsed),
+      storage_lag_s: Number(storageLagS.toFixed(1)),
+      p50_ms: pct(latencies, 50),
+      p99_ms: pct(latencies, 99),
+      slowed: SLOW_STORAGE,
+    };
     quiet = true;
     for (const c of cleanup.splice(0)) await c().catch(() => {});
     say(JSON.stringify(out));

@@ -94,6 +94,8 @@ describe('xiaoan gateway and deadletters on PostgreSQL', () => {
     expect(early.code).toBe(1);
     expect(early.out.join('\n')).toMatch(/not registered centrally.*xiaoan gateway add gw-late/);
     expect((await run(['gateway', 'add', 'gw-late', '--county', '370102', '--org', '37/3701/370102', ...db()])).code).toBe(0);
+    // meanwhile the gateway went on: the centre receipted the dead-lettered record, so its floor passed seq 9
+    await store.sink.writeReadings([{ gatewayId: 'gw-late', floor: 20, readings: [{ seq: 20, device: 'temp-1', metric: 'temperature', ts: now, value: 20, quality: 'good' }] }]);
 
     // only rows not replayed yet, unless --again: here both were replayed (and failed) once
     const none = await run(['deadletters', 'replay', '--gateway', 'gw-late', ...db()]);
@@ -104,7 +106,7 @@ describe('xiaoan gateway and deadletters on PostgreSQL', () => {
     const second = await run(['deadletters', 'replay', '--gateway', 'gw-late', '--again', '--json', ...db()]);
     expect(second.out.map((l) => JSON.parse(l)).map((r) => [r.outcome, r.stored, r.duplicates]).sort()).toEqual([['duplicate', 0, 1], ['duplicate', 0, 3]]);
     const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-late'");
-    expect(n.rows[0]!.n).toBe(4);
+    expect(n.rows[0]!.n).toBe(5);
     const marks = await t.db.query<{ replayed_at: Date | null; replay_result: string }>("select replayed_at, replay_result from dead_letters where gateway_id = 'gw-late'");
     expect(marks.rows.every((m) => m.replayed_at && m.replay_result.startsWith('duplicate'))).toBe(true);
     expect((await run(['deadletters', 'replay', ...db()])).err).toMatch(/choose what to replay/);
@@ -116,7 +118,7 @@ describe('xiaoan gateway and deadletters on PostgreSQL', () => {
       store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '3701', listeners: [], gatewayCacheMs: { unknown: 0 },
     });
     await worker.start();
-    const svc = await mqtt.connectAsync(broker.url, { clientId: 'svc-test', username: 'ingest', password: 'ingest-password', protocolVersion: 4, reconnectPeriod: 0 });
+    const svc = await mqtt.connectAsync(broker.url, { clientId: 'xiaoan-ingest-svc-test', username: 'ingest', password: 'ingest-password', protocolVersion: 4, reconnectPeriod: 0 });
     try {
       const topic = (channel: 'readings' | 'receipt') => buildTopic({ county: '370102', gatewayId: 'gw-new-school', channel });
       const got: Receipt[] = [];

@@ -2,6 +2,7 @@
 // database they open, a plain table for people, and the audit trail of what they changed.
 import { userInfo } from 'node:os';
 import type { Store } from '../ingest/index.ts';
+import { writeAudit } from '../ingest/audit.ts';
 
 /** --database URL, else DATABASE_URL / XIAOAN_DATABASE__URL, else the demo's embedded database. */
 export function centralDatabaseUrl(flags: Record<string, string | true>, env: NodeJS.ProcessEnv): string {
@@ -34,10 +35,8 @@ export async function auditCli(store: Store, action: string, target: string, org
   } catch {
     /* no passwd entry (containers): plain cli */
   }
-  await store.db.query(
-    `insert into audit_log (username, role, action, target, org_path, remote, detail) values ($1, 'operator', $2, $3, $4, 'cli', $5::jsonb)`,
-    [who, action, target, orgPath, JSON.stringify(detail)],
-  );
+  // ingest/audit.ts: with no org path the row goes to the province root (a CLI operator has no scope of their own)
+  await writeAudit(store.db, { username: who, role: 'operator', action, target, orgPath, remote: 'cli', detail });
 }
 
 /** `7d`, `12h`, `30m` back from now, or an ISO date; epoch ms. */

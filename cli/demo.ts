@@ -21,6 +21,7 @@ import type { CommandSender } from '../ingest/index.ts';
 import { createDashboardServer, createRulesService, createCameraService, seedUser, type DashboardServer } from '../dashboards/index.ts';
 import * as rulesLib from '../rules/index.ts';
 import { DEMO, DEMO_USERS } from './demo-school.ts';
+import { loadSecretKey, seal, unseal } from '../edge/at-rest.ts';
 
 export interface DemoOptions {
   /** where the database (PGlite), the gateway's buffer and registry, and generated secrets live */
@@ -69,14 +70,24 @@ interface DemoSecrets {
 
 const secret = () => randomBytes(12).toString('base64url');
 
+/**
+ * The demo's kept secrets (demo-secrets.json), sealed with the demo gateway's key
+ * ({dataDir}/edge/secret.key, edge/at-rest.ts) like the registry's device URLs: no secret is
+ * written in clear under the data dir. A file from before sealing is read and sealed again.
+ */
+export async function readDemoSecrets(dataDir: string): Promise<Partial<DemoSecrets>> {
+  let text: string;
+  try {
+    text = (await readFile(join(dataDir, 'demo-secrets.json'), 'utf8')).trim();
+  } catch {
+    return {}; // first start
+  }
+  return JSON.parse(unseal(loadSecretKey(join(dataDir, 'edge')), text)) as Partial<DemoSecrets>;
+}
+
 async function loadSecrets(dataDir: string, password: string | undefined): Promise<{ secrets: DemoSecrets; generated: boolean }> {
   const file = join(dataDir, 'demo-secrets.json');
-  let kept: Partial<DemoSecrets> = {};
-  try {
-    kept = JSON.parse(await readFile(file, 'utf8')) as DemoSecrets;
-  } catch {
-    /* first start */
-  }
+  const kept = await readDemoSecrets(dataDir);
   const generated = !password && !kept.password;
   const secrets: DemoSecrets = {
     password: password ?? kept.password ?? secret(),
@@ -89,7 +100,7 @@ async function loadSecrets(dataDir: string, password: string | undefined): Promi
   };
   // A password given in XIAOAN_DEMO_PASSWORD stays in the environment; only generated ones are kept.
   const toKeep = { ...secrets, password: password ? kept.password : secrets.password };
-  await writeFile(file, JSON.stringify(toKeep, null, 2), { mode: 0o600 });
+  await writeFile(file, seal(loadSecretKey(join(dataDir, 'edge')), JSON.stringify(toKeep)) + '\n', { mode: 0o600 });
   return { secrets, generated };
 }
 
@@ -113,7 +124,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     }
     await store.registerGateway({ id: DEMO.gatewayId, county: DEMO.county, orgPath: DEMO.school.orgPath, name: DEMO.school.zh, password: secrets.gatewayPassword });
 
-    const broker = await startCentralBroker({ port: 0, host: '127.0.0.1', store, serviceAccounts: [{ username: 'ingest', password: secrets.ingestPassword }], log });
+    const broker = await startCentralBroker({ port: 0, host: '127.0.0.1', store, serviceAccounts: [{ username: 'ingest', password: secrets.ingestPassword, clientIdPrefixes: ['xiaoan-demo-ingest-'] }], log });
     stack.push(() => broker.close());
 
     const receiver = await startReferenceReceiver({ port: 0, host: '127.0.0.1', secret: secrets.deliverySecret, dir: join(dataDir, 'province-modules') });

@@ -4,6 +4,7 @@
 
 import { metricSchema, deviceIdSchema, ALERT_CATEGORIES, ALERT_STATES } from '../contract/index.ts';
 import { scopeSql, type Scope } from '../ingest/scope.ts';
+import { writeAudit } from '../ingest/audit.ts';
 import { z } from 'zod';
 import type { ApiRouter, RequestContext } from './routes.ts';
 import { ApiError, badRequest, notFound } from './http.ts';
@@ -111,12 +112,11 @@ export async function audit(
   detail: Record<string, unknown> = {},
   username?: string,
 ) {
-  await api.db
-    .query(
-      `insert into audit_log (at, username, role, action, target, org_path, remote, detail)
-       values (to_timestamp($1 / 1000.0), $2, $3, $4, $5, $6, $7, $8::jsonb)`,
-      [api.clock.now(), username ?? ctx?.principal?.user.username ?? null, ctx?.principal?.role ?? null, action, target, orgPath, ctx?.remote ?? null, JSON.stringify(detail)],
-    )
+  // ingest/audit.ts: a null orgPath falls back to the actor's scope, then to the named user's, then the province root
+  await writeAudit(api.db, {
+    at: api.clock.now(), username: username ?? ctx?.principal?.user.username ?? null, role: ctx?.principal?.role ?? null,
+    action, target, orgPath, actorOrgPath: ctx?.principal?.user.orgPath ?? null, remote: ctx?.remote ?? null, detail,
+  })
     .catch((e) => api.log.error('audit write failed', { action, error: (e as Error).message }));
 }
 

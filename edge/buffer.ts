@@ -16,6 +16,7 @@
 // A record that fails the contract never gets a seq: it is set aside alone in `quarantine`.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
+import { privateFile } from './at-rest.ts';
 import { dirname } from 'node:path';
 import type { Clock, DeviceEvent, Reading } from '../contract/index.ts';
 
@@ -91,7 +92,10 @@ export interface SqliteBufferOptions {
 type RawRow = [number, number, number, string, string, number, number | null, string | null, number, string | null];
 
 export function openSqliteBuffer(opts: SqliteBufferOptions): RecordBuffer {
-  if (opts.file !== ':memory:') mkdirSync(dirname(opts.file), { recursive: true });
+  if (opts.file !== ':memory:') {
+    mkdirSync(dirname(opts.file), { recursive: true });
+    privateFile(opts.file); // 0600 before SQLite opens it (docs/security.md, "Secrets at rest")
+  }
   const db = new Database(opts.file);
   db.pragma('journal_mode = WAL');
   db.pragma(`synchronous = ${(opts.synchronous ?? 'normal').toUpperCase()}`);

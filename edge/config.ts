@@ -105,6 +105,10 @@ export const edgeConfigSchema = z
       .default({ maxRecords: 5_000_000, replayPerSecond: 5000, synchronous: 'normal' }),
     /** key of the keyed hash of visitor ID numbers (kiosks); the same key as the centre's watch-list */
     idHashKey: z.string().min(16, 'at least 16 characters').optional().meta({ description: 'key for hashing visitor ID numbers at the kiosk driver (use XIAOAN_ID_HASH_KEY_FILE)', secret: true }),
+    edgeSecretKey: z.string().optional().meta({
+      description: "AES-256-GCM key sealing device URL credentials in the registry: 32 bytes as 64 hex digits or base64 (use XIAOAN_EDGE_SECRET_KEY_FILE); default: generated into {dataDir}/secret.key (0600) on first start",
+      secret: true,
+    }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info').describe('log level (JSON lines on stderr)'),
     scheduler: z
       .strictObject({

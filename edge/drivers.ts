@@ -40,6 +40,8 @@ export interface DriverKit {
     custodyFailures?(): number;
     /** a driver could not read a device's message: quarantine it; true once durable */
     onUnreadable?(deviceId: string, topic: string, reason: string, bytes: number): boolean;
+    /** the registry's device ids: a device's client id may not be another device's (contract/mqtt-identity.ts) */
+    knownDevices?(): Iterable<string>;
   }): Promise<DeviceBroker>;
   /** WS-Discovery probe for ONVIF cameras (device-drivers' discoverOnvif) */
   discoverOnvif?(opts: { address?: string; port?: number; timeoutMs?: number }): Promise<Array<Record<string, unknown> & { url: string }>>;

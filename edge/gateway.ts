@@ -98,7 +98,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
   let profiles: ProfileInfo[] | undefined;
   const getProfiles = async () => (profiles ??= await (await getKit()).loadProfiles());
 
-  const registry = openRegistry(join(config.dataDir, 'registry.sqlite'), () => clock.now());
+  const registry = openRegistry(join(config.dataDir, 'registry.sqlite'), () => clock.now(), { secretKey: config.edgeSecretKey });
   // Opened on first use: the CLI enrols and tests devices through a gateway it never starts, and
   // must not touch the buffer a running gateway holds.
   let bufferHandle: RecordBuffer | null = null;
@@ -567,6 +567,7 @@ export async function createGateway(config: EdgeConfig, deps: GatewayDeps = {}):
             listen: false,
             custodyFailures: () => bufferErrors,
             onUnreadable: quarantineUnreadable,
+            knownDevices: () => registry.list().map((d) => d.id),
           });
         }
         uplink = await startUplink({

@@ -1,9 +1,13 @@
 // The gateway's device registry: a local SQLite file the gateway, the CLI (`xiaoan device …`) and
 // the REST API share. Validation reports every problem of a request or CSV file at once, each
 // with its row and field, and a file is imported whole or not at all.
+// Secrets at rest (edge/at-rest.ts): a device URL is sealed with AES-256-GCM (it may carry a
+// camera's password), an MQTT device password is kept only as its scrypt hash; the file is 0600
+// in a 0700 data dir. Rows written in clear by an older version are sealed when the file is opened.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
+import { isSealed, loadSecretKey, privateDir, privateFile, seal, unseal } from './at-rest.ts';
 import { hashSecretSync, verifySecretSync } from '../contract/index.ts';
 import { deviceSpecSchema, type DeviceEnrolment } from './config.ts';
 import { URL_SCHEMES, type ProfileInfo } from './drivers.ts';
@@ -81,10 +85,10 @@ interface DeviceRow {
   updated_at: number;
 }
 
-const fromRow = (r: DeviceRow): EnrolledDevice => ({
+const fromRowWith = (key: Buffer) => (r: DeviceRow): EnrolledDevice => ({
   id: r.id,
   profile: r.profile,
-  url: r.url,
+  url: unseal(key, r.url),
   ...(r.name ? { name: r.name } : {}),
   ...(r.building ? { building: r.building } : {}),
   ...(r.room ? { room: r.room } : {}),
@@ -95,12 +99,26 @@ const fromRow = (r: DeviceRow): EnrolledDevice => ({
   updatedAt: r.updated_at,
 });
 
-export function openRegistry(file: string, now: () => number = Date.now): Registry {
-  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+export interface RegistryOptions {
+  /** the edge setting edgeSecretKey (XIAOAN_EDGE_SECRET_KEY / _FILE); default: {dataDir}/secret.key */
+  secretKey?: string;
+}
+
+export function openRegistry(file: string, now: () => number = Date.now, opts: RegistryOptions = {}): Registry {
+  let key: Buffer;
+  if (file === ':memory:') key = randomBytes(32);
+  else {
+    privateDir(dirname(file));
+    privateFile(file);
+    key = loadSecretKey(dirname(file), opts.secretKey);
+  }
+  const fromRow = fromRowWith(key);
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('busy_timeout = 5000');
+  // a replaced or removed device's URL is zeroed in the file, not left in a free page
+  db.pragma('secure_delete = ON');
   db.exec(`
     CREATE TABLE IF NOT EXISTS devices (
       id TEXT PRIMARY KEY,
@@ -125,6 +143,7 @@ export function openRegistry(file: string, now: () => number = Date.now): Regist
     );
     CREATE INDEX IF NOT EXISTS command_audit_id ON command_audit(id);
   `);
+  sealClearUrls(db, key);
   const sel = db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?');
   const all = db.prepare<[], DeviceRow>('SELECT * FROM devices ORDER BY id');
   const ins = db.prepare(`
@@ -145,7 +164,7 @@ export function openRegistry(file: string, now: () => number = Date.now): Regist
     ins.run({
       id: d.id,
       profile: d.profile,
-      url: d.url,
+      url: seal(key, d.url),
       name: d.name ?? null,
       building: d.building ?? null,
       room: d.room ?? null,
@@ -189,6 +208,17 @@ export function openRegistry(file: string, now: () => number = Date.now): Regist
       })),
     close: () => db.close(),
   };
+}
+
+/** Seal the URLs an older version wrote in clear (one transaction; idempotent). */
+function sealClearUrls(db: Database.Database, key: Buffer): void {
+  const rows = db.prepare<[], { id: string; url: string }>('SELECT id, url FROM devices').all().filter((r) => !isSealed(r.url));
+  if (!rows.length) return;
+  const upd = db.prepare('UPDATE devices SET url = ? WHERE id = ?');
+  db.transaction(() => rows.forEach((r) => upd.run(seal(key, r.url), r.id)))();
+  // rewrite the file so no page keeps the clear text, and empty the WAL
+  db.exec('VACUUM');
+  db.pragma('wal_checkpoint(TRUNCATE)');
 }
 
 /**

@@ -5,9 +5,13 @@
 //     subscribes only to its own cmd/#;
 //   - ingest workers log in with service accounts and may read everything below xiaoan/v1/ and
 //     publish commands;
-//   - nobody publishes to $SYS, and client ids / usernames with MQTT wildcards are refused.
+//   - nobody publishes to $SYS, and client ids / usernames with MQTT wildcards are refused;
+//   - a client id is bound to the login (contract/mqtt-identity.ts): a gateway connects only as
+//     its own id, a service account only with ids under its prefixes (`svc-ingest` →
+//     `xiaoan-ingest-…`); any other id is refused at CONNECT with return code 2;
+//   - packets are size-limited at the socket before they are buffered (contract/mqtt-limits.ts).
 
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import {
   buildTopic,
@@ -16,6 +20,8 @@ import {
   type Clock,
   type Logger,
 } from '../contract/index.ts';
+import { clientIdRefusal, collidesWithService, defaultServicePrefix, longerOwners } from '../contract/mqtt-identity.ts';
+import { guardSocket, type PacketLimits, type PacketSizeGuard } from '../contract/mqtt-limits.ts';
 import type { Store } from './store.ts';
 import { verifySecret } from './secrets.ts';
 
@@ -23,7 +29,21 @@ export interface ServiceAccount {
   username: string;
   /** clear password, or a `scrypt$…` hash (hashSecret) */
   password: string;
+  /** client id prefixes this account may use; default `xiaoan-{username without svc-}-` */
+  clientIdPrefixes?: string[];
 }
+
+/** Defaults of the central broker's limits (docs/security.md, "Packet limits"). */
+export const CENTRAL_LIMITS = {
+  /** a CONNECT with credentials and a gateway's will fits in far less */
+  beforeAuthBytes: 16 * 1024,
+  /** an uplink batch of MAX_BATCH records stays under ~1 MB; twice that as headroom */
+  afterAuthBytes: 2 * 1024 * 1024,
+  /** packets a client may send after CONNECT before its login is accepted (aedes queueLimit; more closes it) */
+  packetsBeforeAuth: 42,
+  /** QoS 2 publishes held open per client (aedes maxInflightInbound; more closes the connection) */
+  inflightPerClient: 1000,
+} as const;
 
 export interface CentralBrokerOptions {
   port?: number;
@@ -32,6 +52,8 @@ export interface CentralBrokerOptions {
   serviceAccounts: ServiceAccount[];
   log?: Logger;
   clock?: Clock;
+  /** packet size limits (default CENTRAL_LIMITS) */
+  limits?: Partial<PacketLimits>;
 }
 
 export interface CentralBroker {
@@ -43,10 +65,11 @@ export interface CentralBroker {
 }
 
 type Principal =
-  | { kind: 'gateway'; id: string; county: string; base: string }
+  | { kind: 'gateway'; id: string; county: string; base: string; takes?: string }
   | { kind: 'service'; username: string };
 
 const PRINCIPAL = Symbol('xiaoan.principal');
+const REQUESTED_ID = Symbol('xiaoan.requestedClientId');
 const WILDCARD = /[+#]/;
 
 function principalOf(client: unknown): Principal | undefined {
@@ -61,14 +84,24 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
   const log = (opts.log ?? silentLogger).child('central-broker');
   const clock = opts.clock ?? systemClock;
   const host = opts.host ?? '127.0.0.1';
-  const services = new Map(opts.serviceAccounts.map((s) => [s.username, s.password]));
+  const services = new Map(opts.serviceAccounts.map((s) => [s.username, s]));
+  const prefixesOf = (s: ServiceAccount) => s.clientIdPrefixes ?? [defaultServicePrefix(s.username)];
+  const servicePrefixes = opts.serviceAccounts.flatMap(prefixesOf);
+  const limits: PacketLimits = {
+    beforeAuthBytes: opts.limits?.beforeAuthBytes ?? CENTRAL_LIMITS.beforeAuthBytes,
+    afterAuthBytes: opts.limits?.afterAuthBytes ?? CENTRAL_LIMITS.afterAuthBytes,
+  };
+  const guards = new WeakMap<object, PacketSizeGuard>();
   let gateways = 0;
   let servicesConnected = 0;
 
   const broker = await Aedes.createBroker({
     // [MQTT-3.1.3-8] an empty client id with clean session off is refused (identifier rejected)
-    preConnect(_client, packet, done) {
+    queueLimit: CENTRAL_LIMITS.packetsBeforeAuth,
+    maxInflightInbound: CENTRAL_LIMITS.inflightPerClient,
+    preConnect(client, packet, done) {
       if (!packet.clientId && !packet.clean) return done(authError(2, 'empty client id needs clean session'), false);
+      (client as unknown as Record<symbol, string>)[REQUESTED_ID] = packet.clientId ?? '';
       done(null, true);
     },
     authenticate(client, username, password, done) {
@@ -77,14 +110,19 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
       if (WILDCARD.test(client.id ?? '') || WILDCARD.test(user)) {
         return done(authError(2, 'client id or username contains + or #'), false);
       }
+      const requested = (client as unknown as Record<symbol, string | undefined>)[REQUESTED_ID] ?? client.id ?? '';
       const svc = services.get(user);
       const check = async (): Promise<Principal | null> => {
         if (svc !== undefined) {
-          const ok = svc.startsWith('scrypt$') ? await verifySecret(pass, svc) : svc.length > 0 && svc === pass;
+          const ok = svc.password.startsWith('scrypt$') ? await verifySecret(pass, svc.password) : svc.password.length > 0 && svc.password === pass;
           return ok ? { kind: 'service', username: user } : null;
         }
         const gw = await opts.store.verifyGateway(user, pass);
         if (!gw) return null;
+        // `{gatewayId}-{suffix}` must not be (or lie under) another registered gateway's id
+        for (const other of longerOwners(gw.id, requested)) {
+          if (await opts.store.getGateway(other)) return { kind: 'gateway', id: gw.id, county: gw.county, base: '', takes: other };
+        }
         const base = buildTopic({ county: gw.county, gatewayId: gw.id, channel: 'status' }).replace(/\/status$/, '/');
         return { kind: 'gateway', id: gw.id, county: gw.county, base };
       };
@@ -94,7 +132,20 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
             log.warn('login refused (登录被拒绝)', { username: user, client: client.id });
             return done(authError(4, 'bad username or password'), false);
           }
+          const refused =
+            p.kind === 'service'
+              ? clientIdRefusal({ kind: 'service', username: p.username, prefixes: prefixesOf(svc!) }, requested)
+              : p.takes
+                ? `client id ${requested} belongs to gateway ${p.takes}`
+                : collidesWithService(requested, servicePrefixes)
+                  ? `client id ${requested} lies under a service account's prefix; register the gateway under another id`
+                  : clientIdRefusal({ kind: 'gateway', id: p.id }, requested);
+          if (refused) {
+            log.warn('client id refused: not this login\'s own (客户端标识与登录身份不符)', { username: user, client: requested, reason: refused });
+            return done(authError(2, 'identifier rejected'), false);
+          }
           (client as unknown as Record<symbol, Principal>)[PRINCIPAL] = p;
+          guards.get(client.conn)?.accept();
           done(null, true);
         },
         (e) => {
@@ -109,6 +160,7 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
       if (topic.startsWith('$')) return done(new Error('$ topics are reserved'));
       const p = principalOf(client);
       if (!p) return done(new Error('not logged in'));
+      if (packet.payload && packet.payload.length > limits.afterAuthBytes) return done(new Error('payload too large'));
       if (p.kind === 'service') {
         return topic.startsWith('xiaoan/v1/') ? done(null) : done(new Error('service accounts publish under xiaoan/v1/ only'));
       }
@@ -165,7 +217,11 @@ export async function startCentralBroker(opts: CentralBrokerOptions): Promise<Ce
   });
   broker.on('clientError', (client, err) => log.debug('client error', { client: client.id, error: err.message }));
 
-  const server: Server = createServer(broker.handle as (s: import('node:net').Socket) => void);
+  const server: Server = createServer((socket: Socket) => {
+    broker.handle(socket);
+    // after handle(): aedes' 'readable' listener keeps the socket paused, the guard sees what aedes reads
+    guards.set(socket, guardSocket(socket, limits, log));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, host, () => resolve());

@@ -1,6 +1,6 @@
 // ingest/ — the central tier: broker for the demo, ingest workers, the store (PostgreSQL /
 // TimescaleDB / PGlite, optional InfluxDB), scoped queries.
-export type { StoredBatch, BatchListener, CommandSender, DeadLetterReason, GatewayInfo } from './types.ts';
+export type { StoredBatch, ArrivedBatch, BatchListener, CommandSender, DeadLetterReason, GatewayInfo } from './types.ts';
 export { DEAD_LETTER_REASONS, LEGACY_DEAD_LETTER_REASONS } from './types.ts';
 export { openStore, DEMO_ORG_NODES, StoreInputError } from './store.ts';
 export type { Store, OpenStoreOptions, OrgNodeInput, RegisterGatewayInput, DeadLetterInput } from './store.ts';

@@ -50,8 +50,8 @@ async function replayRow(store: Store, row: DeadLetterRow): Promise<ReplayResult
   let keys: Set<string>;
   try {
     keys = parts.channel === 'readings'
-      ? await store.sink.writeReadings([{ gatewayId: gw.id, readings: batch.readings }])
-      : await store.sink.writeEvents([{ gatewayId: gw.id, events: batch.events }]);
+      ? await store.sink.writeReadings([{ gatewayId: gw.id, replay: true, readings: batch.readings }])
+      : await store.sink.writeEvents([{ gatewayId: gw.id, replay: true, events: batch.events }]);
   } catch (e) {
     return fail('failed', `database refused: ${(e as Error).message}`);
   }

@@ -73,8 +73,11 @@ export interface Store {
    */
   applyGatewayStatus(status: GatewayStatus): Promise<{ orgPath: string; county: string } | null>;
   recordDeadLetter(d: DeadLetterInput): Promise<void>;
-  /** create partitions ahead, drop expired ones (no-op on TimescaleDB, whose policies do it) */
-  maintain(): Promise<{ dropped: string[] }>;
+  /**
+   * Create partitions ahead, drop expired ones (no-op on TimescaleDB, whose policies do it), and
+   * forget dedup keys below the gateways' floors (record_seqs; the writer also does so as it goes).
+   */
+  maintain(): Promise<{ dropped: string[]; pruned: number }>;
   close(): Promise<void>;
 }
 
@@ -121,7 +124,10 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
   let sink: PostgresSink;
   try {
     await migrate(db);
+    // Migration 002 chose: a hypertable where TimescaleDB is loaded, unless the database sets
+    // xiaoan.timescale = off (docs/configuration.md); the store follows what readings is.
     timescale = db.engine === 'postgres' && (await hasTimescale(db)) && (await readingsIsHypertable(db));
+    if (db.engine === 'postgres' && !timescale && (await timescaleTurnedOff(db))) log.info('xiaoan.timescale = off: native partitions');
     if (timescale) await setupTimescale(db, retentionDays, log);
     sink = createPostgresSink(db, { timescale, retentionDays, log: log.child('postgres'), now: () => clock.now() });
     await sink.partitions.ahead();
@@ -282,7 +288,14 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
 
     async maintain() {
       await sink.partitions.ahead();
-      return { dropped: await sink.partitions.dropExpired() };
+      const dropped = await sink.partitions.dropExpired();
+      let pruned = 0;
+      for (let more = true; more; ) {
+        const r = await sink.pruneSeqs();
+        pruned += r.deleted;
+        more = r.more;
+      }
+      return { dropped, pruned };
     },
 
     async close() {
@@ -290,6 +303,11 @@ export async function openStore(urlOrDb: string | Db, opts: OpenStoreOptions = {
     },
   };
   return store;
+}
+
+async function timescaleTurnedOff(db: Db): Promise<boolean> {
+  const r = await db.query<{ v: string | null }>("select current_setting('xiaoan.timescale', true) as v");
+  return ['off', 'false', 'no', '0'].includes((r.rows[0]?.v ?? '').toLowerCase());
 }
 
 async function readingsIsHypertable(db: Db): Promise<boolean> {

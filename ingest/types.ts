@@ -8,9 +8,28 @@ export interface StoredBatch {
   events: DeviceEvent[];
 }
 
+/**
+ * A valid batch of a registered gateway as it arrived, before its storage commit. At least once:
+ * a message redelivered (after a crash, a dropped connection, a gateway's resend) arrives again
+ * with the same (gateway, seq), so a listener must skip what it already handled (the rule engine
+ * keeps the highest seq it evaluated per series, persisted with the alerts).
+ */
+export interface ArrivedBatch {
+  gateway: { id: string; orgPath: string; county: string };
+  readings: Reading[];
+  events: DeviceEvent[];
+}
+
 export interface BatchListener {
   name: string;
+  /** after the storage commit, only the records new to the database; not called when `onArrival` is given */
   onStored(batch: StoredBatch): Promise<void>;
+  /**
+   * On arrival, before the storage commit (rules: alarms never wait behind bulk). The message's
+   * receipt and broker acknowledgement wait for the returned promise as well as for the storage
+   * commit (ingest/README.md "Rules on arrival").
+   */
+  onArrival?(batch: ArrivedBatch): Promise<void>;
   onGatewayStatus?(status: GatewayStatus & { orgPath: string }): Promise<void>;
 }
 

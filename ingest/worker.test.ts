@@ -29,7 +29,8 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | null | f
 function connectGateway(url: string, id: string, password: string, will?: { topic: string; payload: string }): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const c = mqtt.connect(url, {
-      clientId: `${id}-test-${Math.random().toString(16).slice(2, 8)}`, username: id, password, protocolVersion: 4, reconnectPeriod: 0,
+      // a gateway connects as exactly its id, a service account under xiaoan-{username}- (contract/mqtt-identity.ts)
+      clientId: id.startsWith('gw-') ? id : `xiaoan-${id}-test-${Math.random().toString(16).slice(2, 8)}`, username: id, password, protocolVersion: 4, reconnectPeriod: 0,
       ...(will ? { will: { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: true } } : {}),
     });
     c.once('connect', () => resolve(c));
@@ -133,7 +134,7 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
     const readings: unknown[] = Array.from({ length: 100 }, (_, i) => ({ seq: 1000 + i, device: 'smoke-1', metric: 'smoke_density', ts: now - 100 + i, value: i / 1000 }));
     readings[37] = { seq: 1037, device: 'smoke-1', metric: 'Smoke Density', ts: now, value: 1 };
     const deadBefore = (await store.queries.deadLetters(scopeOf(SCHOOL_A))).length;
-    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: now, floor: 1000, readings });
+    await pub(gw, topicA('readings'), { v: 1, gateway: 'gw-a', sentAt: now, readings });
     await until('99 stored', () => worker.stats().stored.readings - before === 99);
     const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-a' and seq between 1000 and 1099");
     expect(n.rows[0]!.n).toBe(99);
@@ -213,15 +214,16 @@ describe.each(ENGINES)('ingest worker via the central broker on %s', (engine) =>
   });
 
   it('keeps a gateway to its own topics', async () => {
-    // gw-a publishing as gw-b: the broker refuses (aedes closes the connection for a refused publish)
-    const sneaky = await connectGateway(broker.url, 'gw-a', 'gw-a-password');
-    const other = buildTopic({ county: '370103', gatewayId: 'gw-b', channel: 'readings' });
-    sneaky.publish(other, JSON.stringify({ v: 1, gateway: 'gw-b', sentAt: Date.now(), readings: [{ seq: 77, device: 'x', metric: 'm', ts: Date.now(), value: 1 }] }), { qos: 0 });
-    const granted = await sneaky.subscribeAsync(buildTopic({ county: '370103', gatewayId: 'gw-b', channel: 'cmd', sub: '#' }), { qos: 1 }).catch(() => []);
+    // gw-b publishing as gw-a: the broker refuses (aedes closes the connection for a refused publish).
+    // (gw-b, because gw-a's own client id is taken by the test's gateway, and a second login as gw-a would replace it)
+    const sneaky = await connectGateway(broker.url, 'gw-b', 'gw-b-password');
+    const other = buildTopic({ county: '370102', gatewayId: 'gw-a', channel: 'readings' });
+    sneaky.publish(other, JSON.stringify({ v: 1, gateway: 'gw-a', sentAt: Date.now(), readings: [{ seq: 77, device: 'sneaky', metric: 'm', ts: Date.now(), value: 1 }] }), { qos: 0 });
+    const granted = await sneaky.subscribeAsync(buildTopic({ county: '370102', gatewayId: 'gw-a', channel: 'cmd', sub: '#' }), { qos: 1 }).catch(() => []);
     sneaky.end(true);
     expect(granted.every((g) => g.qos === 128)).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
-    const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where gateway_id = 'gw-b'");
+    const n = await t.db.query<{ n: number }>("select count(*)::int as n from readings where device_id = 'sneaky'");
     expect(n.rows[0]!.n).toBe(0);
   });
 

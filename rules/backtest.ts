@@ -78,7 +78,7 @@ export function backtest(
     : [{ param: null, value: null, rule: withParams(rule, {}) }];
   const tickMs = opts.tickMs ?? 1000;
   return runs.map(({ param, value, rule: r }) => {
-    const engine = createRuleEngine([{ ...r, enabled: true }], { calendars: opts.calendars });
+    const engine = createRuleEngine([{ ...r, enabled: true }], { calendars: opts.calendars, seqGuard: false });
     const open = new Map<string, BacktestAlert>();
     const alerts: BacktestAlert[] = [];
     const apply = (ts: ReturnType<typeof engine.onTick>) => {

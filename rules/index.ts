@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 export { compileRules, normaliseScope } from './compile.ts';
 export { createRuleEngine, latchRuleOf, resolveParams, type RuleEngine, type EngineSnapshot, type KeyState, type EngineOptions } from './engine.ts';
+export { SeqGuard, DEFAULT_SEQ_HORIZON_MS, type SeqSnapshotEntry } from './seq-guard.ts';
 export { calendarWindows, pickCalendar, DEFAULT_CALENDAR } from './calendar.ts';
 export { parseDuration, parseExpr, shanghaiTime, RuleLanguageError, type Expr, type Params } from './language.ts';
 export { backtest, parseSweep, withParams, type BacktestRecord, type BacktestResult, type Sweep } from './backtest.ts';

@@ -45,6 +45,108 @@ type Node =
   | { k: 'neg'; a: Node }
   | { k: 'bin'; op: '+' | '-' | '*' | '/'; a: Node; b: Node };
 
+/** Recursive descent over one expression text: sum := product (+|- product)*, product := primary (*|/ primary)*. */
+class ExprParser {
+  private i = 0;
+  readonly names = new Set<string>();
+  constructor(private readonly src: string) {}
+
+  parse(): Node {
+    const tree = this.sum();
+    this.ws();
+    if (this.i < this.src.length) this.fail(`unexpected "${this.src[this.i]}"`);
+    return tree;
+  }
+
+  private ws(): void {
+    while (this.i < this.src.length && /\s/.test(this.src[this.i]!)) this.i++;
+  }
+
+  private fail(what: string): never {
+    throw new RuleLanguageError(`expression "${this.src}": ${what} at position ${this.i + 1} / 表达式有误`);
+  }
+
+  private primary(): Node {
+    this.ws();
+    const c = this.src[this.i];
+    if (c === '(') {
+      this.i++;
+      const n = this.sum();
+      this.ws();
+      if (this.src[this.i] !== ')') this.fail('expected ")"');
+      this.i++;
+      return n;
+    }
+    if (c === '-') {
+      this.i++;
+      return { k: 'neg', a: this.primary() };
+    }
+    if (c === '$') {
+      const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}/.exec(this.src.slice(this.i));
+      if (!m) this.fail('a parameter is written ${name}');
+      this.i += m[0].length;
+      this.names.add(m[1]!);
+      return { k: 'param', name: m[1]! };
+    }
+    const m = /^\d+(\.\d+)?([eE][-+]?\d+)?/.exec(this.src.slice(this.i));
+    if (!m) this.fail(c === undefined ? 'unexpected end' : `unexpected "${c}"`);
+    this.i += m[0].length;
+    return { k: 'num', v: Number(m[0]) };
+  }
+
+  private product(): Node {
+    let a = this.primary();
+    for (;;) {
+      this.ws();
+      const op = this.src[this.i];
+      if (op !== '*' && op !== '/') return a;
+      this.i++;
+      a = { k: 'bin', op, a, b: this.primary() };
+    }
+  }
+
+  private sum(): Node {
+    let a = this.product();
+    for (;;) {
+      this.ws();
+      const op = this.src[this.i];
+      if (op !== '+' && op !== '-') return a;
+      this.i++;
+      a = { k: 'bin', op, a, b: this.product() };
+    }
+  }
+}
+
+/** The tree compiled into closures once: evaluation runs on every reading. */
+function compileNode(n: Node): (p: Params) => number {
+  switch (n.k) {
+    case 'num': {
+      const v = n.v;
+      return () => v;
+    }
+    case 'param': {
+      const name = n.name;
+      return (p) => {
+        const v = p[name];
+        if (v === undefined) throw new RuleLanguageError(`parameter "${name}" has no value / 参数 ${name} 未定义`);
+        return v;
+      };
+    }
+    case 'neg': {
+      const a = compileNode(n.a);
+      return (p) => -a(p);
+    }
+    case 'bin': {
+      const a = compileNode(n.a);
+      const b = compileNode(n.b);
+      if (n.op === '+') return (p) => a(p) + b(p);
+      if (n.op === '-') return (p) => a(p) - b(p);
+      if (n.op === '*') return (p) => a(p) * b(p);
+      return (p) => a(p) / b(p);
+    }
+  }
+}
+
 /**
  * Threshold expressions: numbers, parameters written `${name}`, + - * / and parentheses.
  * Deliberately tiny: no functions, no variables besides parameters, nothing to execute.
@@ -55,107 +157,14 @@ export function parseExpr(input: unknown): Expr {
     return { source: String(input), params: [], eval: () => input };
   }
   if (typeof input !== 'string') throw new RuleLanguageError('expected a number or an expression such as "${threshold} * 0.7" / 须为数字或表达式');
-  const src = input;
-  let i = 0;
-  const names = new Set<string>();
-  const ws = () => {
-    while (i < src.length && /\s/.test(src[i]!)) i++;
-  };
-  const fail = (what: string): never => {
-    throw new RuleLanguageError(`expression "${src}": ${what} at position ${i + 1} / 表达式有误`);
-  };
-  const primary = (): Node => {
-    ws();
-    const c = src[i];
-    if (c === '(') {
-      i++;
-      const n = sum();
-      ws();
-      if (src[i] !== ')') fail('expected ")"');
-      i++;
-      return n;
-    }
-    if (c === '-') {
-      i++;
-      return { k: 'neg', a: primary() };
-    }
-    if (c === '$') {
-      const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}/.exec(src.slice(i));
-      if (!m) fail('a parameter is written ${name}');
-      i += m![0].length;
-      names.add(m![1]!);
-      return { k: 'param', name: m![1]! };
-    }
-    const m = /^\d+(\.\d+)?([eE][-+]?\d+)?/.exec(src.slice(i));
-    if (!m) fail(c === undefined ? 'unexpected end' : `unexpected "${c}"`);
-    i += m![0].length;
-    return { k: 'num', v: Number(m![0]) };
-  };
-  const product = (): Node => {
-    let a = primary();
-    for (;;) {
-      ws();
-      const op = src[i];
-      if (op !== '*' && op !== '/') return a;
-      i++;
-      a = { k: 'bin', op, a, b: primary() };
-    }
-  };
-  const sum = (): Node => {
-    let a = product();
-    for (;;) {
-      ws();
-      const op = src[i];
-      if (op !== '+' && op !== '-') return a;
-      i++;
-      a = { k: 'bin', op, a, b: product() };
-    }
-  };
-  const tree = sum();
-  ws();
-  if (i < src.length) fail(`unexpected "${src[i]}"`);
-  // compile the tree into closures once: evaluation runs on every reading
-  const build = (n: Node): ((p: Params) => number) => {
-    switch (n.k) {
-      case 'num': {
-        const v = n.v;
-        return () => v;
-      }
-      case 'param': {
-        const name = n.name;
-        return (p) => {
-          const v = p[name];
-          if (v === undefined) throw new RuleLanguageError(`parameter "${name}" has no value / 参数 ${name} 未定义`);
-          return v;
-        };
-      }
-      case 'neg': {
-        const a = build(n.a);
-        return (p) => -a(p);
-      }
-      case 'bin': {
-        const a = build(n.a);
-        const b = build(n.b);
-        switch (n.op) {
-          case '+':
-            return (p) => a(p) + b(p);
-          case '-':
-            return (p) => a(p) - b(p);
-          case '*':
-            return (p) => a(p) * b(p);
-          default:
-            return (p) => a(p) / b(p);
-        }
-      }
-    }
-  };
-  const fn = build(tree);
+  const parser = new ExprParser(input);
+  const fn = compileNode(parser.parse());
   // constant expressions fold once
-  if (names.size === 0) {
+  if (parser.names.size === 0) {
     const v = fn({});
-    return { source: src, params: [], eval: () => v };
+    return { source: input, params: [], eval: () => v };
   }
-  return { source: src, params: [...names], eval: fn };
+  return { source: input, params: [...parser.names], eval: fn };
 }
 
 // ---- Asia/Shanghai wall clock (UTC+8, no daylight saving since 1991) ----

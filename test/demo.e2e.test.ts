@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { silentLogger, buildTopic } from '../contract/index.ts';
-import { startDemo, type Demo } from '../cli/demo.ts';
+import { readDemoSecrets, startDemo, type Demo } from '../cli/demo.ts';
 import { DEMO } from '../cli/demo-school.ts';
 import { createTestDatabase, type Engine, type TestDatabase } from './support/databases.ts';
 
@@ -165,8 +165,8 @@ describe.each<Engine>(['pglite', 'postgres'])('demo end to end on %s', (engine) 
   }, 90_000);
 
   it('dead-letters bad uplink messages with a reason and keeps going', async () => {
-    const secrets = JSON.parse(await (await import('node:fs/promises')).readFile(join(dir, 'demo-secrets.json'), 'utf8'));
-    const client = await mqtt.connectAsync(demo.broker.url, { username: DEMO.gatewayId, password: secrets.gatewayPassword, clientId: 'e2e-bad-publisher', protocolVersion: 4 });
+    const secrets = await readDemoSecrets(dir); // sealed at rest (edge/at-rest.ts)
+    const client = await mqtt.connectAsync(demo.broker.url, { username: DEMO.gatewayId, password: secrets.gatewayPassword, clientId: `${DEMO.gatewayId}-e2e`, protocolVersion: 4 }); // a gateway's second connection: {gatewayId}-{suffix}
     const topic = buildTopic({ county: DEMO.county, gatewayId: DEMO.gatewayId, channel: 'readings' });
     await client.publishAsync(topic, 'this is not json', { qos: 1 });
     await client.publishAsync(topic, JSON.stringify({ v: 1, gateway: DEMO.gatewayId, sentAt: Date.now(), readings: [{ seq: 1, device: 'x', metric: 'BAD', ts: 1, value: 'nope' }] }), { qos: 1 });

@@ -15,7 +15,7 @@ const ctx = { clock: systemClock, log: silentLogger };
 const readings = (o: Observation[]) => Object.fromEntries(o.filter((x) => x.kind === 'reading').map((x) => [(x as { metric: string }).metric, (x as { value: number }).value]));
 
 // a profile whose last holding register (address 9, "40010") lies past pymodbus's 9-register block
-const BEYOND = parseProfile('beyond.yaml', `
+const BEYOND_YAML = `
 id: beyond-test
 protocol: modbus
 category: environment
@@ -25,7 +25,8 @@ modbus: { timeout: 300, retries: 0 }
 points:
   - { name: level, table: input, address: 0, type: uint16 }
   - { name: setpoint, table: holding, address: 9, type: uint16 }
-`).profile as ModbusProfile;
+`;
+const BEYOND = parseProfile('beyond.yaml', BEYOND_YAML).profile as ModbusProfile;
 
 describe('Modbus TCP against pymodbus', () => {
   let port = 0;
@@ -93,7 +94,7 @@ describe('Modbus TCP against pymodbus', () => {
       });
     const dir = mkdtempSync(join(tmpdir(), 'xiaoan-profiles-'));
     try {
-      writeFileSync(join(dir, 'beyond-test.yaml'), JSON.stringify({ ...BEYOND, poll: { interval: 1000, integrity: 60000 } }));
+      writeFileSync(join(dir, 'beyond-test.yaml'), BEYOND_YAML);
       const [ok, closed, exc] = await Promise.all([
         run(['--profile', 'temp-humidity-generic', '--url', `modbus-tcp://127.0.0.1:${port}?unit=2`]),
         run(['--profile', 'temp-humidity-generic', '--url', `modbus-tcp://127.0.0.1:${await freePort()}?unit=1`]),

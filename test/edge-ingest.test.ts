@@ -27,7 +27,7 @@ describe('edge gateway killed mid-burst, into the database', () => {
     store = await openStore('pglite:memory', { log: silentLogger });
     await store.seedOrgTree({ demo: true });
     broker = await startCentralBroker({ port: 0, host: '127.0.0.1', store, serviceAccounts: [{ username: 'ingest', password: 'ingest-password' }], log: silentLogger });
-    worker = await createIngestWorker({ store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '37', listeners: [], log: silentLogger, clientId: 'edge-ingest-test' });
+    worker = await createIngestWorker({ store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '37', listeners: [], log: silentLogger, clientId: 'xiaoan-ingest-edge-test' });
     await worker.start();
     const setup = await gatewaySetup(broker.url);
     dirs.push(setup.dir);

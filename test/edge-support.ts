@@ -15,7 +15,8 @@ export const SITE = '37/3701/370102/3737000001';
 export const DEVICE_PASSWORD = 'burst-device-pw';
 
 /** A site profile: an MQTT counter device (readings) that can also raise an alarm. */
-const PROFILE = `id: burst-counter-test
+/** A site profile (id `burst-counter-test`): an MQTT counter device with alarm and note topics; the chaos harness uses it too. */
+export const COUNTER_PROFILE = `id: burst-counter-test
 protocol: mqtt
 category: emergency
 description: { zh: 测试计数器, en: Test counter device }
@@ -43,7 +44,7 @@ export interface GatewaySetup {
 export async function gatewaySetup(uplinkUrl: string, over: { buffer?: Record<string, unknown>; uplink?: Record<string, unknown> } = {}): Promise<GatewaySetup> {
   const dir = mkdtempSync(join(tmpdir(), 'xiaoan-edge-fault-'));
   mkdirSync(join(dir, 'profiles'));
-  writeFileSync(join(dir, 'profiles', 'burst-counter-test.yaml'), PROFILE);
+  writeFileSync(join(dir, 'profiles', 'burst-counter-test.yaml'), COUNTER_PROFILE);
   const gatewayId = `gw-fault-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
   const httpPort = await freePort();
   const deviceBrokerPort = await freePort();

@@ -60,7 +60,7 @@ describe('ingest faults on Mosquitto and a PostgreSQL cluster of our own', () =>
   afterEach(async () => {
     for (const p of pubs.splice(0)) p.end(true);
     for (const w of workers.splice(0)) await w.stop();
-    await store.db.query('truncate readings, latest_readings, dead_letters, events');
+    await store.db.query('truncate readings, latest_readings, dead_letters, events, record_seqs, gateway_floor');
     seen = [];
   });
   afterAll(async () => {

@@ -47,7 +47,7 @@ describe('node-red-contrib-xiaoan', () => {
     await store.registerGateway({ id: 'gw-3737000001', county: '370102', orgPath: SCHOOL, name: 'demo', password: 'gw-password' });
     await store.registerGateway({ id: 'nr-3737000001', county: '370102', orgPath: SCHOOL, name: 'node-red', password: 'nr-password' });
     await seedUser(tdb.db, { username: 'desk', password: 'desk-password', role: 'desk', orgPath: SCHOOL, displayName: '值班' });
-    broker = await startCentralBroker({ port: 0, store, serviceAccounts: [{ username: 'ingest', password: 'ingest-password' }, { username: 'flows', password: 'flows-password' }] });
+    broker = await startCentralBroker({ port: 0, store, serviceAccounts: [{ username: 'ingest', password: 'ingest-password' }, { username: 'flows', password: 'flows-password', clientIdPrefixes: ['node-red-'] }] });
     alerting = await createAlerting({ db: tdb.db, rules: await loadLibrary(), tickMs: 0 });
     worker = await createIngestWorker({ store, brokerUrl: broker.url, username: 'ingest', password: 'ingest-password', region: '37', listeners: [alerting.listener], log: silentLogger });
     await worker.start();
@@ -93,7 +93,7 @@ describe('node-red-contrib-xiaoan', () => {
     await until('raise node connected', () => helper.getNode('raise').health === 'connected');
 
     // a gateway publishes a reading: the readings node passes it on
-    const gw = await mqtt.connectAsync(broker.url, { username: 'gw-3737000001', password: 'gw-password', protocolVersion: 4, clientId: 'gw-test' });
+    const gw = await mqtt.connectAsync(broker.url, { username: 'gw-3737000001', password: 'gw-password', protocolVersion: 4, clientId: 'gw-3737000001' });
     const now = Date.now();
     await gw.publishAsync(buildTopic({ county: '370102', gatewayId: 'gw-3737000001', channel: 'readings' }), JSON.stringify({ v: 1, gateway: 'gw-3737000001', sentAt: now, readings: [{ seq: 1, device: 'temp-1', metric: 'temperature', ts: now, value: 21.5, quality: 'good' }] }), { qos: 1 });
     await until('reading', () => readings.length === 1);

@@ -29,7 +29,10 @@ export const demo: Command = {
       if (err.code === 'EADDRINUSE') throw new UserError(`端口被占用 port ${port} is in use; set PORT=another port or stop what uses it`);
       throw e;
     }
-    const pw = demoRun.passwordGenerated ? `${demoRun.password}  (已生成并保存在 generated, kept in ${dataDir}/demo-secrets.json)` : demoRun.password;
+    // a password the operator chose (XIAOAN_DEMO_PASSWORD) is never echoed; a generated one is shown once, here
+    const pw = demoRun.passwordGenerated
+      ? `${demoRun.password}  (已生成并加密保存 generated, kept sealed in ${dataDir}/demo-secrets.json)`
+      : '(XIAOAN_DEMO_PASSWORD 中设置的密码 the one you set in XIAOAN_DEMO_PASSWORD)';
     io.out([
       '',
       `校安 Xiaoan 演示已启动 demo running: ${demoRun.url}`,

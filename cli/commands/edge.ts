@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redact } from '../../contract/index.ts';
+import { scrubSecrets } from '../../edge/commands.ts';
 import {
   ConfigError as EdgeConfigError,
   createGateway,
@@ -138,7 +139,7 @@ async function withLocalGateway<T>(config: EdgeConfig, fn: (gw: Awaited<ReturnTy
 
 /** list / remove / import need only the registry file, never the buffer a running gateway holds. */
 async function withRegistry<T>(config: EdgeConfig, fn: (r: Registry) => Promise<T>): Promise<T> {
-  const r = openRegistry(join(config.dataDir, 'registry.sqlite'));
+  const r = openRegistry(join(config.dataDir, 'registry.sqlite'), Date.now, { secretKey: config.edgeSecretKey });
   try {
     return await fn(r);
   } finally {
@@ -166,14 +167,14 @@ export const deviceAdd: Command = {
         ? await api('PUT', `/api/devices/${encodeURIComponent(String(device.id ?? ''))}${q}`, JSON.stringify(device))
         : await api('POST', `/api/devices${q}`, JSON.stringify(device));
       if (res.status >= 300) return failFromApi(io, res);
-      io.out(JSON.stringify(res.json));
+      io.out(JSON.stringify(scrubSecrets(res.json, [])));
       io.err(`已登记 enrolled ${String(device.id)} (via the running gateway)`);
       return 0;
     }
     return withLocalGateway(config, async (gw) => {
       try {
         const r = await gw.enrol(device, { test, source: 'cli', replace: !!parsed.flags.replace });
-        io.out(JSON.stringify({ device: r.device, test: r.test }));
+        io.out(JSON.stringify(scrubSecrets({ device: r.device, test: r.test }, [])));
         io.err(`已登记 enrolled ${r.device.id}${r.test ? ` — ${r.test.message}` : ' (not tested)'}; the gateway picks it up within seconds`);
         return 0;
       } catch (e) {
@@ -203,11 +204,11 @@ export const deviceList: Command = {
       rows = await withRegistry(config, async (r) => r.list() as unknown as Array<Record<string, unknown>>);
     }
     if (parsed.flags.json) {
-      for (const r of rows) io.out(JSON.stringify(r));
+      for (const r of rows) io.out(JSON.stringify(scrubSecrets(r, [])));
       return 0;
     }
     const cols = ['id', 'profile', 'url', 'state', 'name', 'source'];
-    const cell = (r: Record<string, unknown>, c: string) => String(r[c] ?? (c === 'state' ? (api ? '' : '(gateway not running)') : '')).replace(/\/\/[^:/@\s]+:[^@\s]*@/, '//***@');
+    const cell = (r: Record<string, unknown>, c: string) => String(r[c] ?? (c === 'state' ? (api ? '' : '(gateway not running)') : '')).replace(/\/\/[^:/@\s]+:[^@\s]*@/, '//***@'); // url passwords never printed
     const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)));
     io.out(cols.map((c, i) => c.padEnd(widths[i]!)).join('  '));
     for (const r of rows) io.out(cols.map((c, i) => cell(r, c).padEnd(widths[i]!)).join('  '));
@@ -241,7 +242,7 @@ export const deviceTest: Command = {
         return 1;
       }
     }
-    io.out(JSON.stringify(result));
+    io.out(JSON.stringify(scrubSecrets(result, [])));
     io.err(`${result.ok ? '通过 PASS' : '失败 FAIL'}: ${result.message}`);
     return result.ok ? 0 : 1;
   },

@@ -1,6 +1,10 @@
 // The gateway's own device broker (aedes): gates, kiosks and call buttons log in with credentials
 // of their own and may publish only under `devices/{theirId}/…` and subscribe only to their own
 // command topic. Client ids or usernames with `+` or `#` are refused; `$SYS` stays protected.
+// A device connects only with its own client id (its device id, or `{deviceId}-{suffix}`;
+// contract/mqtt-identity.ts), so one device's password cannot kick another off; other ids are
+// refused at CONNECT with return code 2. Packets are size-limited at the socket before they are
+// buffered (contract/mqtt-limits.ts).
 //
 // No acknowledgement before custody (docs/delivery.md, step 1): aedes sends PUBACK (QoS 1) before
 // it hands a message to in-process subscribers, so drivers do not subscribe through aedes. A
@@ -13,10 +17,23 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import type { Logger } from '../../contract/index.ts';
 import { ID_PATTERN } from '../../contract/index.ts';
+import { clientIdRefusal } from '../../contract/mqtt-identity.ts';
+import { guardSocket, type PacketLimits, type PacketSizeGuard } from '../../contract/mqtt-limits.ts';
 import type { DeviceBrokerHandle } from '../types.ts';
 
 /** A device's message larger than this is refused (and the connection closed). */
 export const MAX_DEVICE_PAYLOAD = 64 * 1024;
+
+/** Defaults of the device broker's limits (docs/security.md, "Packet limits"). */
+export const DEVICE_BROKER_LIMITS = {
+  beforeAuthBytes: 8 * 1024,
+  /** a publish of MAX_DEVICE_PAYLOAD with its topic */
+  afterAuthBytes: MAX_DEVICE_PAYLOAD + 1024,
+  /** packets a device may send after CONNECT before its login is accepted (aedes queueLimit; more closes it) */
+  packetsBeforeAuth: 42,
+  /** QoS 2 publishes held open per device (aedes maxInflightInbound; more closes the connection) */
+  inflightPerClient: 256,
+} as const;
 
 export interface DeviceBrokerOptions {
   port?: number;
@@ -37,6 +54,10 @@ export interface DeviceBrokerOptions {
    * aside durably (quarantined), and the message is acknowledged; false refuses it.
    */
   onUnreadable?(deviceId: string, topic: string, reason: string, bytes: number): boolean;
+  /** ids of every device this broker serves (the gateway's registry); drivers' listeners are always counted */
+  knownDevices?(): Iterable<string>;
+  /** packet size limits (default DEVICE_BROKER_LIMITS) */
+  limits?: Partial<PacketLimits>;
 }
 
 export interface DeviceBroker {
@@ -53,7 +74,8 @@ export interface DeviceBroker {
 
 const DEVICE = Symbol('xiaoan.deviceId');
 const BAD_ID = Symbol('xiaoan.badClientId');
-type Tagged = { [DEVICE]?: string; [BAD_ID]?: string; id: string };
+const REQUESTED_ID = Symbol('xiaoan.requestedClientId');
+type Tagged = { [DEVICE]?: string; [BAD_ID]?: string; [REQUESTED_ID]?: string; id: string; conn: object };
 
 const authError = (returnCode: 2 | 4 | 5, message: string) => Object.assign(new Error(message), { returnCode });
 
@@ -63,6 +85,12 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
   const connected = new Map<string, number>();
   /** device id → its drivers' listeners (messages reach them only through authorizePublish) */
   const listeners = new Map<string, Set<(topic: string, payload: Buffer) => void>>();
+  const limits: PacketLimits = {
+    beforeAuthBytes: opts.limits?.beforeAuthBytes ?? DEVICE_BROKER_LIMITS.beforeAuthBytes,
+    afterAuthBytes: opts.limits?.afterAuthBytes ?? DEVICE_BROKER_LIMITS.afterAuthBytes,
+  };
+  const guards = new WeakMap<object, PacketSizeGuard>();
+  const otherDevices = () => new Set([...(opts.knownDevices?.() ?? []), ...listeners.keys(), ...connected.keys()]);
 
   /** Hand a device's message to its listeners now; null when custody was taken, else why not. */
   function deliver(deviceId: string, topic: string, payload: Buffer): string | null {
@@ -91,9 +119,12 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
   }
 
   const broker = await Aedes.createBroker({
+    queueLimit: DEVICE_BROKER_LIMITS.packetsBeforeAuth,
+    maxInflightInbound: DEVICE_BROKER_LIMITS.inflightPerClient,
     preConnect(client, packet, cb) {
       const t = client as unknown as Tagged;
       const id = packet.clientId ?? '';
+      t[REQUESTED_ID] = id;
       // MQTT 3.1.1 §4.7.1: + and # are wildcards; a client id carrying them would confuse every ACL built on ids
       if (/[+#]/.test(id)) t[BAD_ID] = 'client id contains + or #';
       // [MQTT-3.1.3-7]/[MQTT-3.1.3-8]: an empty client id is only valid with a clean session
@@ -116,7 +147,13 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
               log.warn('device login refused', { username: user });
               return done(authError(4, 'bad user name or password'), null);
             }
+            const refused = clientIdRefusal({ kind: 'device', id: deviceId, otherDevices: otherDevices() }, t[REQUESTED_ID] ?? '');
+            if (refused) {
+              log.warn('client id refused: not this device\'s own (客户端标识与设备身份不符)', { device: deviceId, client: t[REQUESTED_ID], reason: refused });
+              return done(authError(2, 'identifier rejected'), null);
+            }
             t[DEVICE] = deviceId;
+            guards.get(t.conn)?.accept();
             done(null, true);
           },
           (e) => {
@@ -178,6 +215,8 @@ export async function startDeviceBroker(opts: DeviceBrokerOptions): Promise<Devi
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     broker.handle(s);
+    // after handle(): aedes' 'readable' listener keeps the socket paused, the guard sees what aedes reads
+    guards.set(s, guardSocket(s, limits, log));
   });
   let port = 0;
   let listening: Promise<void> | null = null;

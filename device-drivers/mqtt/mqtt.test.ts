@@ -87,14 +87,14 @@ describe('device broker, more refusals', () => {
     const broker = await rig();
     // MQTT.js will not even send this; speak the protocol directly (MQTT 3.1.1 §3.1, §3.2)
     expect(await rawConnackCode(broker.port, '', false, 'gate-1', 'gate-secret')).toBe(2);
-    expect(await rawConnackCode(broker.port, 'ok-id', false, 'gate-1', 'gate-secret')).toBe(0);
-    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'g1', reconnectPeriod: 0 });
+    expect(await rawConnackCode(broker.port, 'gate-1-ok', false, 'gate-1', 'gate-secret')).toBe(0);
+    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'gate-1-g1', reconnectPeriod: 0 });
     cleanup.push(() => c.endAsync(true));
     const closed = new Promise<void>((r) => c.once('close', () => r()));
     c.publish('$SYS/broker/uptime', 'forged', { qos: 1 });
     await closed;
     // a device may not publish to its own command topic either (commands come from the gateway)
-    const c2 = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'g2', reconnectPeriod: 0 });
+    const c2 = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'gate-1-g2', reconnectPeriod: 0 });
     cleanup.push(() => c2.endAsync(true));
     const closed2 = new Promise<void>((r) => c2.once('close', () => r()));
     c2.publish('devices/gate-1/cmd', '{"action":"unlock"}', { qos: 1 });
@@ -106,7 +106,7 @@ describe('device broker, more refusals', () => {
     const broker = await rig();
     const seen: string[] = [];
     broker.handle.onDeviceMessage('gate-1', (t) => seen.push(t));
-    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'g3', reconnectPeriod: 0 });
+    const c = await mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: 'gate-1-g3', reconnectPeriod: 0 });
     cleanup.push(() => c.endAsync(true));
     const closed = new Promise<void>((r) => c.once('close', () => r()));
     c.publish('devices/gate-1/state', Buffer.alloc(70 * 1024, 0x20), { qos: 1 });
@@ -227,7 +227,7 @@ describe('device broker in custody mode (the gateway)', () => {
     expect(broker.port).toBe(0);
     await broker.listen();
     const kept: string[] = [];
-    const connectGate = () => mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: `g-${Math.random()}`, reconnectPeriod: 0 });
+    const connectGate = () => mqtt.connectAsync(broker.url, { username: 'gate-1', password: 'gate-secret', clientId: `gate-1-${Math.random().toString(16).slice(2)}`, reconnectPeriod: 0 });
 
     // no listener for the device yet: no PUBACK, the connection closes
     const c1 = await connectGate();

@@ -1,41 +1,40 @@
-// The alerting tier: feeds stored batches to the rule engine, persists what it says (one open
+// The alerting tier: feeds arrived batches to the rule engine, persists what it says (one open
 // alert per rule and device), runs the lifecycle (raised → acknowledged → resolved / cleared,
 // escalation when nobody acknowledges), drills, linkage and delivery to the provincial modules.
-import { inScope, parseOrgPath, severityRank, silentLogger, systemClock, type Clock, type DeviceEvent, type GatewayStatus, type Logger } from '../../contract/index.ts';
-import {
-  createRuleEngine,
-  type AlertTransition,
-  type CompiledCalendar,
-  type CompiledRule,
-  type DeviceInfo,
-  type EngineResult,
-  type EngineSnapshot,
-  type RuleEngine,
-  type RuleSet,
-} from '../../rules/index.ts';
-import type { Db, Queryable } from '../db.ts';
-import { scopeSql, type Scope } from '../scope.ts';
-import type { BatchListener, CommandSender, StoredBatch } from '../types.ts';
+//
+// This file composes the units beside it, each with one job:
+//   work-queue.ts   two-lane serial work (emergencies first), batch promises resolve on commit
+//   evaluator.ts    records and ticks → rule engine → transitions
+//   transitions.ts  alert rows + history + outbox + rule state in one transaction; retries
+//   rule-state.ts   rule_state saves (with the alerts; dirty sites periodically; desk steps)
+//   devices.ts      devices as the rules see them (cached)
+//   drills.ts       drill registry (by source: staged devices)
+//   escalation.ts   escalation ladder and its run
+//   desk.ts         acknowledge / resolve
+//   ticker.ts       time-based steps, each its own fault unit
+//   delivery.ts, linkage.ts, rulebook.ts: outbox delivery, linkage actions, change control
+// Ordering with the ingest receipt: ingest/README.md "Rules on arrival".
+import { silentLogger, systemClock, type Clock, type GatewayStatus, type Logger } from '../../contract/index.ts';
+import { createRuleEngine, type AlertTransition, type CompiledCalendar, type CompiledRule, type RuleEngine, type RuleSet, type EngineSnapshot } from '../../rules/index.ts';
+import type { Db } from '../db.ts';
+import type { Scope } from '../scope.ts';
+import type { ArrivedBatch, BatchListener, CommandSender } from '../types.ts';
 import { createDelivery, type DeliveryOptions, type DeliveryStats, type OutboxRow } from './delivery.ts';
+import { AlertDesk, ensureUser } from './desk.ts';
+import { DeviceDirectory } from './devices.ts';
+import { DrillRegistry, type DrillInfo } from './drills.ts';
+import { Escalator } from './escalation.ts';
+import { RuleEvaluator } from './evaluator.ts';
 import { createLinkage, type LinkageOptions } from './linkage.ts';
+import { RuleStateStore } from './rule-state.ts';
 import { createRulebook, type Rulebook } from './rulebook.ts';
-import {
-  AlertError,
-  alertHistory,
-  getById,
-  getOpenByKey,
-  insertAlert,
-  listAlerts,
-  recordStep,
-  toView,
-  ts,
-  updateAlert,
-  ALERT_COLUMNS,
-  type AlertFilter,
-  type AlertRow,
-  type AlertView,
-  type HistoryEntry,
-} from './store.ts';
+import { alertHistory, AlertError, getById, listAlerts, toView, type AlertFilter, type AlertView, type HistoryEntry } from './store.ts';
+import { Ticker } from './ticker.ts';
+import { TransitionWriter } from './transitions.ts';
+import { WorkQueue } from './work-queue.ts';
+
+export { nextTier } from './escalation.ts';
+export type { DrillInfo } from './drills.ts';
 
 export interface AlertingOptions {
   db: Db;
@@ -63,16 +62,6 @@ export interface AlertingOptions {
    * rulebook's rule set replaces `rules` once it is loaded.
    */
   rulebook?: { dirs?: string[]; library?: boolean; watch?: boolean };
-}
-
-export interface DrillInfo {
-  id: number;
-  orgPath: string;
-  /** the staged devices (`gateway/device`): only what they report is a drill */
-  devices: string[];
-  startsAt: number;
-  endsAt: number;
-  startedBy: string;
 }
 
 export interface AlertAction {
@@ -116,520 +105,180 @@ export interface Alerting {
 
 const DEAD_LETTER_RULE = 'delivery-dead-letter';
 
-function ensureUser(user: string): string {
-  if (typeof user !== 'string' || user.trim() === '' || user.length > 128) throw new AlertError('user must be a non-empty name of at most 128 characters / 须给出操作人', 'invalid');
-  return user.trim();
-}
-function ensureComment(comment: string | undefined): string | null {
-  if (comment === undefined || comment === null) return null;
-  if (typeof comment !== 'string' || comment.length > 2000) throw new AlertError('comment must be text of at most 2000 characters / 备注过长', 'invalid');
-  return comment.trim() || null;
-}
+type RulesInput = AlertingOptions['rules'];
+const ruleSetOf = (r: RulesInput, calendars: readonly CompiledCalendar[] = []) =>
+  Array.isArray(r) ? { rules: r as CompiledRule[], calendars } : { rules: (r as RuleSet).rules, calendars: (r as RuleSet).calendars ?? calendars };
 
-/** Escalation ladder: school → county → city (a college → university → province). */
-export function nextTier(orgPath: string, current: string | null): string | null {
-  const from = current ?? orgPath;
-  const i = from.lastIndexOf('/');
-  if (i < 0) return null;
-  const parent = from.slice(0, i);
-  const level = parseOrgPath(parent).level;
-  if (level === 'province' && parseOrgPath(orgPath).level !== 'university' && parseOrgPath(orgPath).level !== 'college') return null;
-  return parent;
-}
-
-export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
-  const db = opts.db;
-  const clock = opts.clock ?? systemClock;
-  const log = opts.log ?? silentLogger;
-  const ruleSet = (r: AlertingOptions['rules']) => (Array.isArray(r) ? { rules: r as CompiledRule[], calendars: opts.calendars ?? [] } : { rules: (r as RuleSet).rules, calendars: (r as RuleSet).calendars ?? opts.calendars ?? [] });
-  const initial = ruleSet(opts.rules);
-
-  // ---- restore rule state per site ----
-  const states = await db.query<{ site: string; state: EngineSnapshot | string }>(
-    opts.region ? `select site, state from rule_state where site = $1 or site like $1 || '/%'` : `select site, state from rule_state`,
-    opts.region ? [opts.region] : [],
-  );
-  const engine: RuleEngine = createRuleEngine(initial.rules, {
-    calendars: initial.calendars,
-    state: states.rows.map((r) => (typeof r.state === 'string' ? JSON.parse(r.state) : r.state)),
-  });
+/** The engine with the region's rule state restored, its latches reconciled with the open alerts. */
+async function restoreEngine(opts: AlertingOptions, log: Logger): Promise<RuleEngine> {
+  const initial = ruleSetOf(opts.rules, opts.calendars);
+  const inRegion = (col: string) => (opts.region ? ` ${col} = $1 or ${col} like $1 || '/%'` : ' true');
+  const params = opts.region ? [opts.region] : [];
+  const states = await opts.db.query<{ site: string; state: EngineSnapshot | string }>(`select site, state from rule_state where${inRegion('site')}`, params);
+  const saved = states.rows.map((r) => ({ site: r.site, state: (typeof r.state === 'string' ? JSON.parse(r.state) : r.state) as EngineSnapshot }));
+  // the engine's per-series seq guard (rules/seq-guard.ts) travels in the same state: a record
+  // redelivered after a crash (its alert committed, its receipt not sent) evaluates to nothing
+  const engine = createRuleEngine(initial.rules, { calendars: initial.calendars, state: saved.map((s) => s.state) });
   // The store is the desk's truth: a latch that believes its alert open when none is (resolved by
   // another process, or before latches were kept) is resolved, so the next hit raises again.
-  const openNow = await db.query<{ dedup_key: string; state: 'raised' | 'acknowledged' }>(
-    opts.region
-      ? `select dedup_key, state from alerts where state in ('raised', 'acknowledged') and (org_path = $1 or org_path like $1 || '/%')`
-      : `select dedup_key, state from alerts where state in ('raised', 'acknowledged')`,
-    opts.region ? [opts.region] : [],
+  const openNow = await opts.db.query<{ dedup_key: string; state: 'raised' | 'acknowledged' }>(
+    `select dedup_key, state from alerts where state in ('raised', 'acknowledged') and (${inRegion('org_path')})`,
+    params,
   );
   const reconciled = engine.reconcile(new Map(openNow.rows.map((r) => [r.dedup_key, r.state])));
   log.info('alerting started', { rules: initial.rules.length, sitesRestored: states.rows.length, latchesReconciled: reconciled.length });
+  return engine;
+}
 
-  const counters = { evaluated: 0, transitions: 0, faults: 0 };
-  /** silence while the platform itself was down is not the devices' fault */
-  const startedAt = clock.now();
-  const dirtySites = new Set<string>();
-  let lastStateSave = clock.now();
+/** The hazard alert raised when delivery of an alert to a provincial module keeps failing. */
+function deliveryFailed(row: OutboxRow, reason: string, now: number): AlertTransition {
+  const a = row.payload.alert;
+  return {
+    kind: 'raised',
+    key: `${DEAD_LETTER_RULE}|${row.category}`,
+    ruleId: DEAD_LETTER_RULE,
+    ruleVersion: '1',
+    title: { zh: `告警推送失败（${row.category === 'emergency' ? '应急处置' : '隐患排查'}模块）`, en: `Alert delivery to the ${row.category} module failing` },
+    category: 'hazard',
+    severity: row.category === 'emergency' ? 'critical' : 'major',
+    gatewayId: a.gatewayId, deviceId: a.deviceId, orgPath: a.orgPath,
+    value: null, eventType: null, at: now, drill: false, actions: [],
+    escalateAfterMs: 30 * 60_000,
+    reason: { zh: `告警 ${a.id} 的 ${row.transition} 推送失败：${reason}`, en: `delivery of ${row.transition} of alert ${a.id} failed: ${reason}` },
+  };
+}
+
+/** Linkage runs after the alert is committed, each its own fault unit; `idle()` waits for them. */
+class LinkageRuns {
+  private running = new Set<Promise<unknown>>();
+  constructor(private readonly linkage: ReturnType<typeof createLinkage>, private readonly log: Logger) {}
+  start(row: Parameters<ReturnType<typeof createLinkage>['run']>[0], t: AlertTransition): void {
+    const run = this.linkage.run(row, t.actions).catch((e) => this.log.error('linkage failed', { error: e }));
+    this.running.add(run);
+    void run.finally(() => this.running.delete(run));
+  }
+  idle(): Promise<unknown> {
+    return Promise.all([...this.running]);
+  }
+}
+
+export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
+  const { db } = opts;
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? silentLogger;
   let stopped = false;
-
-  // ---- serial work with two lanes: emergencies never wait behind bulk readings ----
-  // Batches are evaluated one after another (the engine is synchronous and fast); the transitions
-  // of every batch taken together are stored in one transaction, so a backlog drains in a few
-  // commits instead of one commit per batch. Other work (ticks, acknowledgements) runs in order.
-  type Item =
-    | { kind: 'batch'; batch: StoredBatch; what: 'events' | 'readings'; resolve: () => void; reject: (e: unknown) => void }
-    | { kind: 'task'; fn: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
-  const urgent: Item[] = [];
-  const bulk: Item[] = [];
-  let pumping: Promise<void> | null = null;
-  const MAX_TAKE = 500;
-  const runItems = async (items: Item[], lane: 'urgent' | 'bulk') => {
-    let out: AlertTransition[] = [];
-    let waiting: Item[] = [];
-    const flush = async () => {
-      if (waiting.length === 0) return;
-      const done = waiting;
-      const ts = out;
-      waiting = [];
-      out = [];
-      await apply(ts); // never throws: what cannot be stored now is kept and retried
-      for (const w of done) w.resolve();
-    };
-    for (let i = 0; i < items.length; i++) {
-      const it = items[i]!;
-      if (lane === 'bulk' && urgent.length > 0) {
-        // an emergency arrived: store what is evaluated, put the rest back, let it go first
-        bulk.unshift(...items.slice(i));
-        break;
-      }
-      if (it.kind === 'batch') {
-        try {
-          out.push(...(await evaluate(it.batch, it.what)));
-          waiting.push(it);
-        } catch (e) {
-          it.reject(e);
-        }
-        continue;
-      }
-      await flush();
-      await it.fn().then(it.resolve, it.reject);
-    }
-    await flush();
-  };
-  const pump = () => {
-    if (pumping) return pumping;
-    pumping = (async () => {
-      try {
-        for (;;) {
-          const lane = urgent.length ? 'urgent' : 'bulk';
-          const items = (lane === 'urgent' ? urgent : bulk).splice(0, MAX_TAKE);
-          if (items.length === 0) break;
-          await runItems(items, lane);
-        }
-      } finally {
-        pumping = null;
-      }
-    })();
-    return pumping;
-  };
-  const enqueue = (lane: 'urgent' | 'bulk', fn: () => Promise<void>): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      (lane === 'urgent' ? urgent : bulk).push({ kind: 'task', fn, resolve, reject });
-      void pump();
-    });
-  const enqueueBatch = (lane: 'urgent' | 'bulk', batch: StoredBatch, what: 'events' | 'readings'): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      (lane === 'urgent' ? urgent : bulk).push({ kind: 'batch', batch, what, resolve, reject });
-      void pump();
-    });
-
-  // ---- devices and drills (cached) ----
-  const deviceCache = new Map<string, { at: number; devices: Map<string, DeviceInfo> }>();
-  async function devicesOf(gatewayId: string, need: Iterable<string>): Promise<Map<string, DeviceInfo>> {
-    const c = deviceCache.get(gatewayId);
-    const now = clock.now();
-    const missing = c ? [...need].some((d) => !c.devices.has(d)) : true;
-    if (c && now - c.at < 30_000 && (!missing || now - c.at < 5_000)) return c.devices;
-    const r = await db.query<{ device_id: string; org_path: string; profile: string; building: string | null; room: string | null; expected_interval_ms: number | null; state: string; last_seen: number | null }>(
-      `select device_id, org_path, profile, building, room, expected_interval_ms, state, (extract(epoch from last_seen) * 1000)::float8 as last_seen from devices where gateway_id = $1`,
-      [gatewayId],
-    );
-    const m = new Map<string, DeviceInfo>();
-    for (const d of r.rows) m.set(d.device_id, { gatewayId, deviceId: d.device_id, orgPath: d.org_path, profile: d.profile, building: d.building, room: d.room, expectedIntervalMs: d.expected_interval_ms, state: d.state, lastSeen: d.last_seen === null ? null : Number(d.last_seen) });
-    deviceCache.set(gatewayId, { at: now, devices: m });
-    return m;
-  }
-
-  // Drills by source (DESIGN "Alerts"): a drill row names its staged devices; a record is a drill
-  // when its device is staged by a drill active at its time (or now), or when it says so itself.
-  let drills: { orgPath: string; startsAt: number; endsAt: number; devices: Set<string> }[] = [];
-  async function refreshDrills() {
-    const now = clock.now();
-    const r = await db.query<{ org_path: string; starts_at: number; ends_at: number; devices: string[] }>(
-      `select org_path, (extract(epoch from starts_at) * 1000)::float8 as starts_at, (extract(epoch from ends_at) * 1000)::float8 as ends_at, devices from drills where ends_at > ${ts(1)}`,
-      [now],
-    );
-    drills = r.rows.map((d) => ({ orgPath: d.org_path, startsAt: Number(d.starts_at), endsAt: Number(d.ends_at), devices: new Set(d.devices ?? []) }));
-  }
-  async function stagedInDb(tx: Queryable, gatewayId: string, deviceId: string, at: number, now: number): Promise<boolean> {
-    const r = await tx.query(
-      `select 1 from drills where $3 = any(devices) and ((starts_at <= ${ts(1)} and ends_at > ${ts(1)}) or (starts_at <= ${ts(2)} and ends_at > ${ts(2)})) limit 1`,
-      [at, now, `${gatewayId}/${deviceId}`],
-    );
-    return r.rowCount > 0;
-  }
-  /** is this device staged by a drill active at `at` or now? */
-  const staged = (gatewayId: string, deviceId: string, at: number, now = clock.now()) => {
-    const k = `${gatewayId}/${deviceId}`;
-    return drills.some((d) => d.devices.has(k) && ((d.startsAt <= at && at < d.endsAt) || (d.startsAt <= now && now < d.endsAt)));
-  };
-  const stagedDevices = (now: number) => new Set(drills.filter((d) => d.startsAt <= now && now < d.endsAt).flatMap((d) => [...d.devices]));
-  await refreshDrills();
-
-  // ---- delivery and linkage ----
-  const linkage = createLinkage({ db, clock, log: log.child('linkage'), commands: opts.commands, linkage: opts.linkage });
+  const engine = await restoreEngine(opts, log);
+  const state = new RuleStateStore(db, engine, clock, log);
+  const drills = new DrillRegistry(db, clock, log);
+  await drills.refresh();
+  const devices = new DeviceDirectory(db, clock, opts.region);
+  const evaluator = new RuleEvaluator(engine, devices, drills, state, clock, log, clock.now(), opts.absenceEveryMs);
+  const linking = new LinkageRuns(createLinkage({ db, clock, log: log.child('linkage'), commands: opts.commands, linkage: opts.linkage }), log);
+  // assigned below; the writer's callbacks run only after a commit
+  let kickDelivery = () => {};
+  const writer = new TransitionWriter({ db, clock, log, drills, state, linked: (row, t) => linking.start(row, t), committed: () => kickDelivery() });
+  const queue = new WorkQueue({ evaluate: (b, what) => evaluator.batch(b, what), apply: (ts, done) => writer.apply(ts, done) });
   const delivery = opts.delivery
     ? createDelivery({
-        db,
-        clock,
-        log: log.child('delivery'),
-        delivery: opts.delivery,
+        db, clock, log: log.child('delivery'), delivery: opts.delivery,
         onDead: async (row: OutboxRow, reason: string) => {
           if (row.payload.alert.ruleId === DEAD_LETTER_RULE) return; // never loop on our own alert
-          const a = row.payload.alert;
-          await enqueue('urgent', () =>
-            apply([
-              {
-                kind: 'raised',
-                key: `${DEAD_LETTER_RULE}|${row.category}`,
-                ruleId: DEAD_LETTER_RULE,
-                ruleVersion: '1',
-                title: { zh: `告警推送失败（${row.category === 'emergency' ? '应急处置' : '隐患排查'}模块）`, en: `Alert delivery to the ${row.category} module failing` },
-                category: 'hazard',
-                severity: row.category === 'emergency' ? 'critical' : 'major',
-                gatewayId: a.gatewayId,
-                deviceId: a.deviceId,
-                orgPath: a.orgPath,
-                value: null,
-                eventType: null,
-                at: clock.now(),
-                drill: false,
-                actions: [],
-                escalateAfterMs: 30 * 60_000,
-                reason: { zh: `告警 ${a.id} 的 ${row.transition} 推送失败：${reason}`, en: `delivery of ${row.transition} of alert ${a.id} failed: ${reason}` },
-              },
-            ]),
-          );
+          await queue.task('urgent', () => writer.apply([deliveryFailed(row, reason, clock.now())]));
         },
       })
     : null;
-  const kickDelivery = () => {
+  kickDelivery = () => {
     if (delivery && !stopped && opts.deliverOnChange !== false) void delivery.deliverDue().catch((e) => log.error('delivery run failed', { error: e }));
   };
+  const ticker = timeSteps({ opts, clock, log, drills, writer, queue, evaluator, state, delivery, escalator: new Escalator(db, clock, log) });
+  const desk = new AlertDesk(db, clock, queue, state, () => kickDelivery());
 
-  // ---- applying transitions: alert rows, history, outbox, notify and site state in one transaction ----
-  let failed: AlertTransition[] = [];
-  /** linkage runs after the alert is committed; stop() waits for them */
-  const linking = new Set<Promise<unknown>>();
-  async function saveState(tx: Queryable, site: string, now: number) {
-    await tx.query(
-      `insert into rule_state (site, state, updated_at) values ($1, $2::jsonb, ${ts(3)})
-       on conflict (site) do update set state = excluded.state, updated_at = excluded.updated_at`,
-      [site, engine.snapshotJson(site), now],
-    );
-  }
-
-  async function applyOne(tx: Queryable, t: AlertTransition, now: number, linkTodo: { row: AlertRow; t: AlertTransition }[]) {
-    const open = await getOpenByKey(tx, t.key);
-    const actor = `rule:${t.ruleId}`;
-    if (t.kind === 'raised' || t.kind === 'retriggered') {
-      if (open) {
-        if (t.kind === 'retriggered') return; // still open at the desk: the same alert
-        // already open (e.g. state lost): a worse severity still counts
-        if (severityRank(t.severity) > severityRank(open.severity)) {
-          const row = await updateAlert(tx, open.id, { severity: t.severity, value: t.value }, now);
-          await recordStep(tx, row, { action: 'worsened', actor, fromState: open.state, detail: { value: t.value, from: open.severity }, now, deliver: true });
-        }
-        return;
-      }
-      // retriggered with nothing open: the desk closed it where this engine could not see; a new hit is a new alert.
-      // A drill only by its source: the record said so, or its device is staged (a drill started
-      // by another process counts at once, not at our next tick).
-      const drill = t.drill || (await stagedInDb(tx, t.gatewayId, t.deviceId, t.at, now));
-      const row = await insertAlert(tx, { ...t, drill, raisedAt: t.at, escalateAfterMs: t.escalateAfterMs }, now);
-      await recordStep(tx, row, { action: 'raised', actor, fromState: null, comment: null, detail: { value: t.value, eventType: t.eventType, reason: t.reason }, now, deliver: true });
-      if (t.actions.length && t.category === 'emergency') linkTodo.push({ row, t });
-      return;
-    }
-    if (!open) return; // nothing open (a person resolved it): nothing to do
-    if (t.kind === 'worsened') {
-      if (severityRank(t.severity) <= severityRank(open.severity)) return;
-      const row = await updateAlert(tx, open.id, { severity: t.severity, value: t.value }, now);
-      await recordStep(tx, row, { action: 'worsened', actor, fromState: open.state, detail: { value: t.value, from: open.severity }, now, deliver: true });
-      return;
-    }
-    const row = await updateAlert(tx, open.id, { state: 'cleared', cleared_at: { at: t.at }, escalate_at: { at: null } }, now);
-    await recordStep(tx, row, { action: 'cleared', actor, fromState: open.state, comment: null, detail: { value: t.value, reason: t.reason }, now, deliver: true });
-  }
-
-  async function apply(transitions: AlertTransition[]): Promise<void> {
-    if (transitions.length === 0) return;
-    const sites = new Set(transitions.map((t) => t.orgPath));
-    const linkTodo: { row: AlertRow; t: AlertTransition }[] = [];
-    let lastErr: unknown;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      linkTodo.length = 0;
-      try {
-        const now = clock.now();
-        await db.transaction(async (tx) => {
-          for (const t of transitions) await applyOne(tx, t, now, linkTodo);
-          for (const s of sites) await saveState(tx, s, now);
-        });
-        for (const s of sites) dirtySites.delete(s);
-        counters.transitions += transitions.length;
-        for (const t of transitions) log.info(`alert ${t.kind}`, { rule: t.ruleId, device: `${t.gatewayId}/${t.deviceId}`, severity: t.severity, category: t.category, drill: t.drill });
-        for (const { row, t } of linkTodo) {
-          const run = linkage.run(row, t.actions).catch((e) => log.error('linkage failed', { error: e }));
-          linking.add(run);
-          void run.finally(() => linking.delete(run));
-        }
-        kickDelivery();
-        return;
-      } catch (e) {
-        lastErr = e;
-      }
-    }
-    // keep them: retried on the next tick, never dropped
-    log.error('could not store alert transitions; will retry', { count: transitions.length, error: lastErr });
-    failed.push(...transitions);
-  }
-
-  const note = (res: EngineResult, into: AlertTransition[]) => {
-    for (const f of res.faults) {
-      counters.faults++;
-      log.child(`rule/${f.ruleId}`).error('rule evaluation failed', { error: f.message });
-    }
-    into.push(...res.transitions);
+  // Arrival (or, for callers that hand batches in by hand, after storage): events in the urgent
+  // lane, readings in the bulk lane; resolves once the transitions they caused are committed.
+  const evaluate = async (batch: ArrivedBatch) => {
+    if (stopped) throw new Error('alerting is stopped; the batch is not evaluated here (告警模块已停止)');
+    const jobs: Promise<void>[] = [];
+    if (batch.events.length) jobs.push(queue.batch('urgent', batch, 'events'));
+    if (batch.readings.length) jobs.push(queue.batch('bulk', batch, 'readings'));
+    await Promise.all(jobs);
   };
-
-  async function evaluate(batch: StoredBatch, what: 'events' | 'readings'): Promise<AlertTransition[]> {
-    const site = batch.gateway.orgPath;
-    const recs = what === 'events' ? batch.events : batch.readings;
-    const devs = await devicesOf(batch.gateway.id, recs.map((r) => r.device));
-    const gw = batch.gateway.id;
-    const now = clock.now();
-    const out: AlertTransition[] = [];
-    if (what === 'events') {
-      const evs = [...batch.events].sort((a: DeviceEvent, b: DeviceEvent) => (a.priority === b.priority ? a.ts - b.ts || a.seq - b.seq : a.priority === 'alarm' ? -1 : 1));
-      for (const e of evs) note(engine.onEvent(e, { gatewayId: gw, orgPath: site, device: devs.get(e.device), drill: staged(gw, e.device, e.ts, now) }), out);
-    } else {
-      for (const r of batch.readings) note(engine.onReading(r, { gatewayId: gw, orgPath: site, device: devs.get(r.device), drill: staged(gw, r.device, r.ts, now) }), out);
-    }
-    counters.evaluated += recs.length;
-    for (const s of engine.takeDirtySites()) dirtySites.add(s);
-    return out;
-  }
-
   const listener: BatchListener = {
     name: 'alerting',
-    async onStored(batch) {
-      if (stopped) throw new Error('alerting is stopped; the batch stays stored but is not evaluated here (告警模块已停止)');
-      const jobs: Promise<void>[] = [];
-      if (batch.events.length) jobs.push(enqueueBatch('urgent', batch, 'events'));
-      if (batch.readings.length) jobs.push(enqueueBatch('bulk', batch, 'readings'));
-      await Promise.all(jobs);
-    },
+    onArrival: evaluate,
+    onStored: evaluate,
     async onGatewayStatus(status: GatewayStatus & { orgPath: string }) {
-      // device list or states changed: look again now rather than at the next cache expiry
-      deviceCache.delete(status.gateway);
+      devices.forget(status.gateway);
       // offline: raise now; back online: clear now (the store applied the status before telling us)
-      await enqueue('urgent', () => absenceCheck(true));
+      await queue.task('urgent', async () => writer.apply(await evaluator.tick(true)));
     },
   };
-
-  async function allDevices(): Promise<DeviceInfo[]> {
-    const params: unknown[] = [];
-    let where = '';
-    if (opts.region) {
-      params.push(opts.region);
-      where = `where d.org_path = $1 or d.org_path like $1 || '/%'`;
-    }
-    const r = await db.query<{ gateway_id: string; device_id: string; org_path: string; profile: string; building: string | null; room: string | null; expected_interval_ms: number | null; state: string; last_seen: number | null }>(
-      `select d.gateway_id, d.device_id, d.org_path, d.profile, d.building, d.room, d.expected_interval_ms,
-              case when g.state = 'offline' then 'offline' else d.state end as state,
-              (extract(epoch from d.last_seen) * 1000)::float8 as last_seen
-         from devices d join gateways g on g.id = d.gateway_id ${where}`,
-      params,
-    );
-    return r.rows.map((d) => ({ gatewayId: d.gateway_id, deviceId: d.device_id, orgPath: d.org_path, profile: d.profile, building: d.building, room: d.room, expectedIntervalMs: d.expected_interval_ms, state: d.state, lastSeen: d.last_seen === null ? null : Number(d.last_seen), watchedSince: startedAt }));
-  }
-
-  let lastAbsence = -Infinity;
-  async function absenceCheck(force = false) {
-    const now = clock.now();
-    // silences are checked every few seconds (the device list is a query); durations on every tick
-    const due = force || now - lastAbsence >= (opts.absenceEveryMs ?? 5000);
-    if (due) lastAbsence = now;
-    const devices = due ? await allDevices() : [];
-    const out: AlertTransition[] = [];
-    note(engine.onTick(now, devices, stagedDevices(now)), out);
-    for (const s of engine.takeDirtySites()) dirtySites.add(s);
-    await apply(out);
-  }
-
-  async function escalate() {
-    const now = clock.now();
-    await db.transaction(async (tx) => {
-      const due = await tx.query<AlertRow>(
-        `select ${ALERT_COLUMNS} from alerts where state = 'raised' and escalate_at <= ${ts(1)} order by escalate_at limit 100 for update skip locked`,
-        [now],
-      );
-      for (const a of due.rows) {
-        const next = nextTier(a.org_path, a.escalated_to);
-        if (!next) {
-          await tx.query(`update alerts set escalate_at = null where id = $1`, [a.id]);
-          continue;
-        }
-        const after = a.escalate_after_ms ? Number(a.escalate_after_ms) : null;
-        const furtherUp = nextTier(a.org_path, next);
-        const row = await updateAlert(
-          tx,
-          a.id,
-          { escalated_to: next, escalation_level: a.escalation_level + 1, escalate_at: { at: furtherUp && after ? now + after : null } },
-          now,
-        );
-        await recordStep(tx, row, {
-          action: 'escalated',
-          actor: 'system',
-          fromState: a.state,
-          comment: `not acknowledged in time; escalated to ${next} / 超时未确认，已上报 ${next}`,
-          detail: { to: next, level: row.escalation_level },
-          now,
-          deliver: true,
-        });
-        log.warn('alert escalated', { alert: a.id, to: next });
-      }
-    });
-  }
-
-  async function saveDirtyStates() {
-    if (dirtySites.size === 0) return;
-    const sites = [...dirtySites];
-    dirtySites.clear();
-    const now = clock.now();
-    try {
-      await db.transaction(async (tx) => {
-        for (const s of sites) await saveState(tx, s, now);
-      });
-      lastStateSave = now;
-    } catch (e) {
-      for (const s of sites) dirtySites.add(s);
-      log.error('saving rule state failed', { error: e });
-    }
-  }
-
-  /** A drill's staged devices as `gateway/device`, each one a device of the drill's site. */
-  async function stagedKeys(orgPath: string, devices: readonly string[]): Promise<string[]> {
-    if (!Array.isArray(devices) || devices.length > 200) throw new AlertError('a drill stages at most 200 devices / 演练设备至多 200 个', 'invalid');
-    const out: string[] = [];
-    for (const name of devices) {
-      if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new AlertError(`drill device "${String(name)}" is not a device name / 演练设备名无效`, 'invalid');
-      const [gw, dev] = name.includes('/') ? [name.slice(0, name.indexOf('/')), name.slice(name.indexOf('/') + 1)] : [null, name];
-      const r = await db.query<{ gateway_id: string; device_id: string }>(
-        `select gateway_id, device_id from devices where device_id = $1 and ($2::text is null or gateway_id = $2) and (org_path = $3 or org_path like $3 || '/%')`,
-        [dev, gw, orgPath],
-      );
-      if (r.rows.length !== 1)
-        throw new AlertError(
-          `drill device "${name}" is ${r.rows.length ? 'ambiguous: name it gateway/device' : `not a device of ${orgPath}`} / 演练设备${r.rows.length ? '不唯一，请写作 网关/设备' : '不在该单位'}`,
-          'invalid',
-        );
-      out.push(`${r.rows[0]!.gateway_id}/${r.rows[0]!.device_id}`);
-    }
-    return [...new Set(out)];
-  }
-
-  let ticking: Promise<void> | null = null;
-  async function tick(): Promise<void> {
-    if (ticking) return ticking;
-    ticking = (async () => {
-      const step = async (name: string, f: () => Promise<void>) => {
-        try {
-          await f();
-        } catch (e) {
-          log.child(name).error('tick step failed', { error: e });
-        }
-      };
-      await step('drills', refreshDrills);
-      if (failed.length) {
-        const again = failed;
-        failed = [];
-        await step('retry', () => enqueue('urgent', () => apply(again)));
-      }
-      await step('absence', () => enqueue('urgent', absenceCheck));
-      await step('escalation', () => enqueue('urgent', escalate));
-      if (clock.now() - lastStateSave >= (opts.stateSaveMs ?? 5000)) await step('state', () => enqueue('bulk', saveDirtyStates));
-      if (delivery) await step('delivery', async () => void (await delivery.deliverDue()));
-    })();
-    try {
-      await ticking;
-    } finally {
-      ticking = null;
-    }
-  }
-
-  let book: Rulebook | null = null;
-  if (opts.rulebook) {
-    book = await createRulebook({
-      db,
-      clock,
-      log,
-      dirs: opts.rulebook.dirs,
-      library: opts.rulebook.library,
-      watch: opts.rulebook.watch,
-      onChange: (set) => {
-        engine.setRules(set.rules, set.calendars);
-        log.info('rules reloaded', { rules: set.rules.length, errors: set.errors.length });
-      },
-    });
-  }
-
-  const tickMs = opts.tickMs ?? 1000;
-  const timer = tickMs > 0 ? clock.setInterval(() => void tick().catch(() => {}), tickMs) : null;
-
-  /**
-   * The desk's step on the latch, saved in the alert's own transaction. Only this key's state is
-   * written: a process that serves the desk but evaluates nothing must not overwrite the site's
-   * state that an ingest worker keeps.
-   */
-  async function personStep(tx: Queryable, key: string, event: 'ack' | 'resolve', now: number) {
-    const site = engine.person(key, event, now);
-    if (site === null) return;
-    const st = engine.snapshot(site).states[key];
-    if (!st) return;
-    await tx.query(
-      `insert into rule_state (site, state, updated_at) values ($1, jsonb_build_object('v', 1, 'states', jsonb_build_object($2::text, $3::jsonb), 'seen', '{}'::jsonb), ${ts(4)})
-       on conflict (site) do update set state = jsonb_set(rule_state.state, array['states', $2::text], $3::jsonb, true), updated_at = excluded.updated_at`,
-      [site, key, JSON.stringify(st), now],
-    );
-  }
-
-  const mutate = async (scope: Scope, id: string, f: (tx: Queryable, a: AlertRow, now: number) => Promise<AlertRow>): Promise<AlertView> => {
-    let out: AlertRow | null = null;
-    await enqueue('urgent', async () => {
-      const now = clock.now();
-      out = await db.transaction(async (tx) => {
-        const a = await getById(tx, id, scope, true);
-        if (!a) throw new AlertError(`alert ${id} not found in your scope / 告警不存在或不在权限范围内`, 'not_found');
-        return f(tx, a, now);
-      });
-    });
-    kickDelivery();
-    return toView(out!);
-  };
-
+  const book = opts.rulebook ? await openRulebook(opts, engine, clock, log) : null;
+  ticker.start(opts.tickMs ?? 1000);
   return {
     listener,
-    tick,
+    tick: () => ticker.tick(),
+    ...readers(db),
+    acknowledge: (scope, id, user, comment) => desk.acknowledge(scope, id, user, comment),
+    resolve: (scope, id, user, comment) => desk.resolve(scope, id, user, comment),
+    startDrill: (scope, orgPath, minutes, user, list = []) => drills.start(scope, orgPath, minutes, ensureUser(user), list),
+    activeDrills: (scope) => drills.active(scope),
+    setRules(next) {
+      const s = ruleSetOf(next, opts.calendars);
+      engine.setRules(s.rules, s.calendars);
+      log.info('rules reloaded', { rules: s.rules.length });
+    },
+    rules: () => engine.rules(),
+    rulebook: book,
+    deliver: async () => (delivery ? delivery.deliverDue() : 0),
+    stats: () => ({ evaluated: evaluator.evaluated, transitions: writer.transitions, faults: evaluator.faults, delivery: delivery?.stats() ?? null, queued: queue.size }),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await ticker.stop();
+      await queue.idle();
+      await delivery?.idle();
+      await linking.idle();
+      await state.saveDirty();
+      await book?.close();
+    },
+  };
+}
+
+/** The tick's steps in their order, each its own fault unit (ticker.ts). */
+function timeSteps(d: {
+  opts: AlertingOptions; clock: Clock; log: Logger; drills: DrillRegistry; writer: TransitionWriter; queue: WorkQueue;
+  evaluator: RuleEvaluator; state: RuleStateStore; delivery: ReturnType<typeof createDelivery> | null; escalator: Escalator;
+}): Ticker {
+  const { clock, writer, queue, state, delivery } = d;
+  return new Ticker([
+    { name: 'drills', run: () => d.drills.refresh() },
+    { name: 'retry', due: () => writer.waiting > 0, run: () => queue.task('urgent', () => writer.retryParked()) },
+    { name: 'absence', run: () => queue.task('urgent', async () => writer.apply(await d.evaluator.tick())) },
+    { name: 'escalation', run: () => queue.task('urgent', () => d.escalator.run()) },
+    // never while transitions wait for a retry: the saved state must not run ahead of the alerts
+    { name: 'state', due: () => writer.waiting === 0 && clock.now() - state.lastSave >= (d.opts.stateSaveMs ?? 5000), run: () => queue.task('bulk', () => state.saveDirty()) },
+    { name: 'delivery', due: () => delivery !== null, run: async () => void (await delivery!.deliverDue()) },
+  ], clock, d.log);
+}
+
+/** Change control: the rulebook reloads the engine on every change (rule_versions, folder edits). */
+function openRulebook(opts: AlertingOptions, engine: RuleEngine, clock: Clock, log: Logger): Promise<Rulebook> {
+  const rb = opts.rulebook!;
+  return createRulebook({
+    db: opts.db, clock, log, dirs: rb.dirs, library: rb.library, watch: rb.watch,
+    onChange: (set) => {
+      engine.setRules(set.rules, set.calendars);
+      log.info('rules reloaded', { rules: set.rules.length, errors: set.errors.length });
+    },
+  });
+}
+
+/** The desk's reads, each scoped. */
+function readers(db: Db): Pick<Alerting, 'list' | 'get' | 'history' | 'actions' | 'attachments'> {
+  const mustSee = async (scope: Scope, id: string) => {
+    if (!(await getById(db, id, scope))) throw new AlertError(`alert ${id} not found in your scope`, 'not_found');
+  };
+  return {
     list: (scope, filter) => listAlerts(db, scope, filter),
     async get(scope, id) {
       const r = await getById(db, id, scope);
@@ -637,7 +286,7 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
     },
     history: (scope, id) => alertHistory(db, scope, id),
     async actions(scope, id) {
-      if (!(await getById(db, id, scope))) throw new AlertError(`alert ${id} not found in your scope`, 'not_found');
+      await mustSee(scope, id);
       const r = await db.query<{ id: number; at: number; action: string; gateway_id: string | null; device_id: string | null; ok: boolean; detail: string }>(
         `select id::float8 as id, (extract(epoch from at) * 1000)::float8 as at, action, gateway_id, device_id, ok, detail from alert_actions where alert_id = $1 order by id`,
         [id],
@@ -645,83 +294,12 @@ export async function createAlerting(opts: AlertingOptions): Promise<Alerting> {
       return r.rows.map((x) => ({ id: Number(x.id), at: Math.round(Number(x.at)), action: x.action, gatewayId: x.gateway_id, deviceId: x.device_id, ok: x.ok, detail: x.detail }));
     },
     async attachments(scope, id) {
-      if (!(await getById(db, id, scope))) throw new AlertError(`alert ${id} not found in your scope`, 'not_found');
+      await mustSee(scope, id);
       const r = await db.query<{ id: number; kind: string; mime: string; device_id: string | null; created_at: number; data: Uint8Array }>(
         `select id::float8 as id, kind, mime, device_id, (extract(epoch from created_at) * 1000)::float8 as created_at, data from alert_attachments where alert_id = $1 order by id`,
         [id],
       );
       return r.rows.map((x) => ({ id: Number(x.id), kind: x.kind, mime: x.mime, deviceId: x.device_id, createdAt: Math.round(Number(x.created_at)), data: Buffer.from(x.data) }));
-    },
-    acknowledge(scope, id, user, comment) {
-      const who = ensureUser(user);
-      const text = ensureComment(comment);
-      return mutate(scope, id, async (tx, a, now) => {
-        if (a.state !== 'raised') throw new AlertError(`alert ${id} is ${a.state}; only a raised alert can be acknowledged / 仅"已触发"的告警可确认`, 'conflict');
-        const row = await updateAlert(tx, a.id, { state: 'acknowledged', acknowledged_at: { at: now }, acknowledged_by: who, ack_comment: text, escalate_at: { at: null } }, now);
-        await recordStep(tx, row, { action: 'acknowledged', actor: who, fromState: a.state, comment: text, now, deliver: true });
-        await personStep(tx, a.dedup_key, 'ack', now);
-        return row;
-      });
-    },
-    resolve(scope, id, user, comment) {
-      const who = ensureUser(user);
-      const text = ensureComment(comment);
-      return mutate(scope, id, async (tx, a, now) => {
-        if (a.state !== 'raised' && a.state !== 'acknowledged') throw new AlertError(`alert ${id} is already ${a.state} / 告警已关闭`, 'conflict');
-        const row = await updateAlert(tx, a.id, { state: 'resolved', resolved_at: { at: now }, resolved_by: who, resolve_comment: text, escalate_at: { at: null } }, now);
-        await recordStep(tx, row, { action: 'resolved', actor: who, fromState: a.state, comment: text, now, deliver: true });
-        // the rule's latch for this subject re-arms (a rule that never clears) or waits for its clear
-        await personStep(tx, a.dedup_key, 'resolve', now);
-        return row;
-      });
-    },
-    async startDrill(scope, orgPath, minutes, user, devices = []) {
-      const who = ensureUser(user);
-      try {
-        parseOrgPath(orgPath);
-      } catch (e) {
-        throw new AlertError((e as Error).message, 'invalid');
-      }
-      if (!inScope(scope.orgPath, orgPath)) throw new AlertError(`${orgPath} is outside your scope ${scope.orgPath} / 超出权限范围`, 'forbidden');
-      if (!Number.isFinite(minutes) || minutes <= 0 || minutes > 24 * 60) throw new AlertError('a drill lasts between 1 minute and 24 hours / 演练时长须在 1 分钟到 24 小时之间', 'invalid');
-      const stagedList = await stagedKeys(orgPath, devices);
-      const now = clock.now();
-      const r = await db.query<{ id: number }>(
-        `insert into drills (org_path, starts_at, ends_at, started_by, devices) values ($1, ${ts(2)}, to_timestamp(($2::float8 + $3::float8) / 1000), $4, $5::text[]) returning id::float8 as id`,
-        [orgPath, now, minutes * 60_000, who, stagedList],
-      );
-      await refreshDrills();
-      log.info('drill started', { orgPath, minutes, by: who, devices: stagedList });
-      return { id: Number(r.rows[0]!.id), orgPath, devices: stagedList, startsAt: now, endsAt: now + minutes * 60_000, startedBy: who };
-    },
-    async activeDrills(scope) {
-      const params: unknown[] = [clock.now()];
-      const r = await db.query<{ id: number; org_path: string; starts_at: number; ends_at: number; started_by: string; devices: string[] }>(
-        `select id::float8 as id, org_path, (extract(epoch from starts_at) * 1000)::float8 as starts_at, (extract(epoch from ends_at) * 1000)::float8 as ends_at, started_by, devices
-           from drills where ends_at > ${ts(1)} and ${scopeSql(scope, 'org_path', params)} order by starts_at`,
-        params,
-      );
-      return r.rows.map((d) => ({ id: Number(d.id), orgPath: d.org_path, devices: d.devices ?? [], startsAt: Math.round(Number(d.starts_at)), endsAt: Math.round(Number(d.ends_at)), startedBy: d.started_by }));
-    },
-    setRules(next) {
-      const s = ruleSet(next);
-      engine.setRules(s.rules, s.calendars);
-      log.info('rules reloaded', { rules: s.rules.length });
-    },
-    rules: () => engine.rules(),
-    rulebook: book,
-    deliver: async () => (delivery ? delivery.deliverDue() : 0),
-    stats: () => ({ ...counters, delivery: delivery?.stats() ?? null, queued: urgent.length + bulk.length }),
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      if (timer !== null) clock.clearInterval(timer);
-      while (pumping) await pumping;
-      if (ticking) await ticking.catch(() => {});
-      await delivery?.idle();
-      await Promise.all([...linking]);
-      await saveDirtyStates();
-      await book?.close();
     },
   };
 }

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Db } from '../../ingest/db.ts';
+import { COUNTER_PROFILE } from '../edge-support.ts';
 import { freePort } from './peers.ts';
 
 export const COUNTY = '370102';
@@ -18,20 +19,6 @@ export const SITE = '37/3701/370102/3737000001';
 const INGEST_PASSWORD = 'chaos-ingest-pw';
 const DEVICE_PASSWORD = 'chaos-device-pw';
 
-/** An MQTT counter device (readings) with an alarm topic, as a site profile. */
-const PROFILE = `id: chaos-counter-test
-protocol: mqtt
-category: emergency
-description: { zh: 测试计数器, en: Test counter device }
-poll: { interval: 60s, integrity: 5m }
-mqtt:
-  messages:
-    - topic: state
-      readings:
-        - { metric: counter, field: n }
-    - topic: alarm
-      event: { type: button.pressed, priority: alarm, data: { n: n } }
-`;
 
 const waitPort = async (port: number, ms = 20_000) => {
   const end = Date.now() + ms;
@@ -169,7 +156,7 @@ export class GatewayHome {
 
   async write(brokerUrl: string, receiptTimeoutMs: number): Promise<void> {
     mkdirSync(join(this.dir, 'profiles'), { recursive: true });
-    writeFileSync(join(this.dir, 'profiles', 'chaos-counter-test.yaml'), PROFILE);
+    writeFileSync(join(this.dir, 'profiles', 'burst-counter-test.yaml'), COUNTER_PROFILE);
     this.deviceBrokerPort = await freePort();
     writeFileSync(this.configFile, JSON.stringify({
       tier: 'edge',
@@ -180,7 +167,7 @@ export class GatewayHome {
       dataDir: join(this.dir, 'data'),
       deviceBroker: { port: this.deviceBrokerPort, host: '127.0.0.1' },
       http: { port: await freePort(), host: '127.0.0.1' },
-      devices: this.devices.map((id) => ({ id, profile: 'chaos-counter-test', url: `mqtt://${id}`, password: DEVICE_PASSWORD })),
+      devices: this.devices.map((id) => ({ id, profile: 'burst-counter-test', url: `mqtt://${id}`, password: DEVICE_PASSWORD })),
       buffer: { replayPerSecond: 50_000 },
       logLevel: 'warn',
     }));

@@ -1,4 +1,5 @@
--- Readings and events, stored exactly once per (gateway_id, seq).
+-- Readings and events. Each record is stored exactly once per (gateway_id, seq): see
+-- 070_record_seqs.sql for the dedup key (events also keep their own primary key on it).
 --
 -- With TimescaleDB loadable (in shared_preload_libraries), readings is a hypertable; compression,
 -- retention and the continuous aggregates readings_1m / readings_1h are set up by openStore()
@@ -7,13 +8,17 @@
 -- ingest ahead of the data, a default partition for clocks far off), with a BRIN index on ts, and
 -- readings_1m / readings_1h are ordinary tables that the ingest keeps (see 003_rollup_dirty.sql).
 -- The columns of the rollups are the same either way, so the queries are the same.
+-- The database setting `xiaoan.timescale = off` (alter database … set xiaoan.timescale = off)
+-- chooses native partitions even where TimescaleDB is loaded (docs/configuration.md).
 --
--- A unique index on a partitioned table must contain the partition key, so the dedup key is
--- (gateway_id, seq, ts): a redelivered record carries the same ts as the first delivery.
+-- readings_dedup below was the dedup key of the first version, (gateway_id, seq, ts): a unique
+-- index on a partitioned table must contain the partition key, so a replay with another ts was
+-- stored again. 070 replaces it with record_seqs and drops it.
 do $$
 declare
   timescale boolean := exists (select 1 from pg_available_extensions where name = 'timescaledb')
-    and coalesce(current_setting('shared_preload_libraries', true), '') like '%timescaledb%';
+    and coalesce(current_setting('shared_preload_libraries', true), '') like '%timescaledb%'
+    and lower(coalesce(current_setting('xiaoan.timescale', true), '')) not in ('off', 'false', 'no', '0');
 begin
   if timescale then
     create extension if not exists timescaledb;
