@@ -6,8 +6,8 @@
 //
 // The old hand-made node:http router is gone from this tree; to compare, run this same file in an
 // export of the commit before the move (git archive 384ce3b), whose startStack ignores `server`.
-// --quick on the shared 2-core machine (load 8–13), new vs old: alerts list 82–106 vs 73–114
-// req/s, SSE fan-out to 100 clients 66–82 vs 54–89 ms (within noise). Last line is JSON.
+// Full runs alone on the 2-core machine, two each, new vs old: alerts list 249–260 vs 270–282
+// req/s; the last of 1,000 SSE clients 131–155 vs 144–218 ms. Last line is JSON.
 import { performance } from 'node:perf_hooks';
 import { startStack } from '../dashboards/testing.ts';
 
