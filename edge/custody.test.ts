@@ -23,18 +23,18 @@ describe('custody tracker', () => {
     expect(t.size()).toBe(0);
   });
 
-  it('calls for a resend at the timeout, alarms first, and restarts the deadline on resend', async () => {
+  it('calls for a resend at the timeout (alarms at half of it), alarms first, and restarts the deadline on resend', async () => {
     const { clock, t, fired } = tracker(30_000);
     const r = t.sent('reading', [1, 2, 3]);
     await clock.advance(10_000);
     const a = t.sent('alarm', [4]);
-    await clock.advance(19_999);
+    await clock.advance(14_999);
     expect(fired()).toBe(0);
     expect(t.due()).toEqual([]);
     await clock.advance(1);
     expect(fired()).toBe(1);
-    expect(t.due().map((b) => b.id)).toEqual([r.id]);
-    await clock.advance(10_000);
+    expect(t.due().map((b) => b.id)).toEqual([a.id]);
+    await clock.advance(5_000);
     expect(fired()).toBe(2);
     expect(t.due().map((b) => b.id)).toEqual([a.id, r.id]);
     // the reading batch went out again with what is left of it; the alarm did not
@@ -45,6 +45,18 @@ describe('custody tracker', () => {
     // nothing of a batch left in the buffer closes it
     t.resent(a.id, []);
     expect(t.count('alarm')).toBe(0);
+  });
+
+  it('resends alarms sent with a backlog before the backlog (a reconnect into a broker that dropped both)', async () => {
+    const { clock, t } = tracker(4_000);
+    const backlog = t.sent('reading', [1, 2, 3]);
+    const alarm = t.sent('alarm', [4]);
+    await clock.advance(2_000);
+    expect(t.due().map((b) => b.id)).toEqual([alarm.id]);
+    t.resent(alarm.id, [4]);
+    await clock.advance(2_000);
+    // both due again now: the alarm (resent 2 s ago) still goes first
+    expect(t.due().map((b) => b.id)).toEqual([alarm.id, backlog.id]);
   });
 
   it('does not spin while a due batch waits for a reconnect, and stops its timer', async () => {

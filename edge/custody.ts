@@ -91,10 +91,19 @@ export class CustodyTracker {
     return n;
   }
 
+  /**
+   * When a batch is sent again: alarms after half the timeout, the rest after the whole of it. Alarms
+   * are few and urgent, and a backlog sent at the same moment (a reconnect) must never be resent,
+   * and so stored, before the alarms among it.
+   */
+  deadline(b: OutstandingBatch): number {
+    return b.sentAt + (b.lane === 'alarm' ? Math.floor(this.timeoutMs / 2) : this.timeoutMs);
+  }
+
   /** batches past their deadline, alarms first, then oldest first */
   due(): OutstandingBatch[] {
     const now = this.clock.now();
-    return [...this.open.values()].filter((b) => b.sentAt + this.timeoutMs <= now).sort(byUrgency);
+    return [...this.open.values()].filter((b) => this.deadline(b) <= now).sort(byUrgency);
   }
 
   /** every alarm batch without a receipt (sent again first on a reconnect) */
@@ -125,7 +134,7 @@ export class CustodyTracker {
     const now = this.clock.now();
     let at = Infinity;
     for (const b of this.open.values()) {
-      const d = b.sentAt + this.timeoutMs;
+      const d = this.deadline(b);
       if (d > now && d < at) at = d;
     }
     if (at === this.timerAt && this.timer) return;

@@ -422,12 +422,14 @@ describe('custody: receipts, not PUBACKs', () => {
     await centre.client.publishAsync(receiptTopic, '{"v":1,"seqs":"all"}', { qos: 1 });
     await until(() => gw.status().uplink!.badReceipts === 2, 'bad receipts counted');
     expect(gw.status().buffer.depth).toBe(6);
-    // the timeout passes: both batches go out again, the alarm first
-    await clock.advance(30_000);
+    // half the timeout: the alarm goes out again alone; the whole timeout: the backlog (and the alarm once more)
+    await clock.advance(15_000);
+    await until(() => gw.status().uplink!.resends === 1, 'alarm resent');
+    await clock.advance(15_000);
     await until(() => centre.batches.get(gatewayId)! >= 2 * first, 'resent');
-    expect(gw.status().uplink!.resends).toBe(2);
+    await until(() => gw.status().uplink!.resends === 3, 'backlog resent');
     expect(gw.status().uplink!.oldestUnconfirmedMs).toBe(30_000);
-    expect(gw.metrics()).toMatch(/xiaoan_edge_uplink_resends_total\{gateway="[^"]+"\} 2/);
+    expect(gw.metrics()).toMatch(/xiaoan_edge_uplink_resends_total\{gateway="[^"]+"\} 3/);
     expect(gw.status().buffer.depth).toBe(6);
     // the centre stores and receipts: the buffer lets go of exactly what it named
     centre.receipting = true;

@@ -38,7 +38,7 @@ describe('worker identity on PostgreSQL', () => {
     await b.release();
     // a worker that dies: PostgreSQL ends its session, and the lock with it
     const dying = await claimWorkerIdentity(t.db, 'xiaoan-ingest-3701-crash');
-    await t.db.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and classid = 7340102 and pid <> pg_backend_pid()`);
+    await t.db.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and classid = 7340102 and pid <> pg_backend_pid() and database = (select oid from pg_database where datname = current_database())`);
     let claimed = null;
     for (let i = 0; i < 50 && !claimed; i++) {
       claimed = await claimWorkerIdentity(other, 'xiaoan-ingest-3701-crash').catch(() => null);
@@ -51,12 +51,12 @@ describe('worker identity on PostgreSQL', () => {
 
   it('claims its id again after the database ended its session (a restart)', async () => {
     const held = await claimWorkerIdentity(t.db, 'xiaoan-ingest-3701-restart');
-    await t.db.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and classid = 7340102 and pid <> pg_backend_pid()`);
+    await t.db.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and classid = 7340102 and pid <> pg_backend_pid() and database = (select oid from pg_database where datname = current_database())`);
     // within a few seconds it holds it again: another claim is refused
     let refused = false;
     for (let i = 0; i < 60 && !refused; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      const n = await other.query<{ n: number }>(`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 7340102 and granted`);
+      const n = await other.query<{ n: number }>(`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 7340102 and granted and database = (select oid from pg_database where datname = current_database())`);
       refused = n.rows[0]!.n === 1 && (await claimWorkerIdentity(other, 'xiaoan-ingest-3701-restart').then((c) => c.release().then(() => false), () => true));
     }
     expect(refused).toBe(true);
