@@ -182,7 +182,10 @@ export async function startUplink(o: UplinkOptions): Promise<Uplink> {
     try {
       const due = custody.due();
       if (due.length) o.log.warn('no receipt in time; sending again', { batches: due.length, receiptTimeoutMs: o.receiptTimeoutMs });
-      resend(due);
+      // routine records never go out again ahead of an alarm still without a receipt: the alarms
+      // (due or not yet) go first in the same breath, so the centre stores them before the backlog
+      const alarmsToo = due.some((b) => b.lane !== 'alarm') ? custody.alarms().filter((a) => !due.includes(a)) : [];
+      resend([...alarmsToo, ...due].sort((a, b) => (a.lane === 'alarm' ? 0 : 1) - (b.lane === 'alarm' ? 0 : 1)));
     } catch (e) {
       o.log.error('resend failed', { error: (e as Error).message });
     }
