@@ -37,7 +37,7 @@ const batch = (gw: string, from: number, n: number, value = 1): ReadingBatch => 
 });
 
 describe('ingest faults on Mosquitto and a PostgreSQL cluster of our own', () => {
-  let cluster: Peer & { adminUrl: string };
+  let cluster: Awaited<ReturnType<typeof startPostgresCluster>>;
   let mosq: Peer;
   let store: Store;
   let dbUrl: string;
@@ -47,11 +47,7 @@ describe('ingest faults on Mosquitto and a PostgreSQL cluster of our own', () =>
 
   beforeAll(async () => {
     cluster = await startPostgresCluster();
-    const admin = new pg.Client({ connectionString: cluster.adminUrl });
-    await admin.connect();
-    await admin.query('create database xiaoan');
-    await admin.end();
-    dbUrl = cluster.adminUrl.replace(/\/postgres$/, '/xiaoan');
+    dbUrl = await cluster.createDatabase('xiaoan');
     mosq = await startMosquitto({ persistence: true });
     store = await openStore(dbUrl);
     await store.seedOrgTree({ demo: true });

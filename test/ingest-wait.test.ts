@@ -3,7 +3,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
 import { startMosquitto, startPostgresCluster, freePort, type Peer } from './support/peers.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -17,15 +16,12 @@ async function until(what: string, fn: () => Promise<boolean> | boolean, ms = 60
 }
 
 describe('xiaoan ingest waits for a PostgreSQL that starts after it', () => {
-  let cluster: Peer & { adminUrl: string };
+  let cluster: Awaited<ReturnType<typeof startPostgresCluster>>;
   let mosq: Peer;
   let proc: ChildProcess | undefined;
   beforeAll(async () => {
     cluster = await startPostgresCluster();
-    const admin = new pg.Client({ connectionString: cluster.adminUrl });
-    await admin.connect();
-    await admin.query('create database xiaoan');
-    await admin.end();
+    await cluster.createDatabase('xiaoan');
     await cluster.stop();
     mosq = await startMosquitto();
   });

@@ -85,7 +85,7 @@ export async function startMosquitto(opts: { port?: number; persistence?: boolea
  * A PostgreSQL cluster of our own (initdb into a temp dir, pg_ctl on a free port, trust auth, user
  * postgres). Root cannot run the server, so it runs as the postgres system user.
  */
-export async function startPostgresCluster(): Promise<Peer & { adminUrl: string }> {
+export async function startPostgresCluster(): Promise<Peer & { adminUrl: string; createDatabase(name: string): Promise<string> }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'xiaoan-pg-'));
   const data = join(dir, 'data');
@@ -116,6 +116,18 @@ export async function startPostgresCluster(): Promise<Peer & { adminUrl: string 
     },
     async stop() {
       run([bin('pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop']);
+    },
+    /** creates a database in the cluster and returns its URL */
+    async createDatabase(name: string) {
+      const pgMod = (await import('pg')).default;
+      const admin = new pgMod.Client({ connectionString: peer.adminUrl });
+      await admin.connect();
+      try {
+        await admin.query(`create database ${name}`);
+      } finally {
+        await admin.end();
+      }
+      return peer.adminUrl.replace(/\/postgres$/, `/${name}`);
     },
     async close() {
       try { run([bin('pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop']); } catch { /* already stopped */ }
